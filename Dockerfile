@@ -1,0 +1,29 @@
+# mcdrop: MC dropout uncertainty serving. CPU base by default; for CUDA build with
+#   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-runtime-ubuntu22.04 ...
+# (a CUDA base needs python3.11 and pip on it, and TORCH_SPEC set to a CUDA wheel).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    OMP_WAIT_POLICY=PASSIVE \
+    MCDROP_HOST=0.0.0.0 \
+    MCDROP_PORT=8000 \
+    MCDROP_MODEL_DIR=/app/models
+
+WORKDIR /app
+
+# Same install as the README: the package with torch pinned through constraints.txt.
+COPY pyproject.toml constraints.txt README.md ./
+COPY service ./service
+RUN pip install --no-cache-dir -c constraints.txt . \
+    && useradd --create-home --uid 10001 mcdrop
+
+COPY --chown=root:root models ./models
+
+USER 10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2).status == 200 else 1)"]
+CMD ["mcdrop", "serve"]

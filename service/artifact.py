@@ -1,0 +1,199 @@
+"""Model artifacts: a folder with a versioned JSON manifest and a safetensors weights file.
+
+The manifest describes the model completely (architecture, dropout, tau, normalisation,
+input shape, threshold), so the network can be rebuilt from the folder alone. Weights are read
+with safetensors' numpy API: no pickle, no torch needed to validate a folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from service.errors import ArtifactError
+
+MANIFEST_NAME = "model.json"
+WEIGHTS_NAME = "weights.safetensors"
+FORMAT_VERSION = 1
+NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+
+Task = Literal["regression", "classification"]
+NoiseKind = Literal["bernoulli", "gaussian"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class MLPArchitecture(_Strict):
+    """A fully connected network: dropout before every weight layer."""
+
+    kind: Literal["mlp"] = "mlp"
+    input_dim: int = Field(gt=0)
+    hidden: list[int] = Field(description="Width of each hidden layer.")
+    output_dim: int = Field(gt=0)
+    activation: Literal["relu", "tanh"] = "relu"
+
+
+class ConvArchitecture(_Strict):
+    """The paper's Bayesian convnet: conv-relu-pool blocks, then dense layers, dropout after each."""
+
+    kind: Literal["convnet"] = "convnet"
+    input_shape: list[int] = Field(description="(channels, height, width)")
+    channels: list[int]
+    kernel_size: int = 5
+    hidden: list[int]
+    output_dim: int = Field(gt=0)
+
+
+class DropoutSpec(_Strict):
+    """Rates are drop probabilities; keep_prob = 1 - rate."""
+
+    noise: NoiseKind = "bernoulli"
+    input_rate: float = Field(ge=0.0, lt=1.0)
+    hidden_rate: float = Field(gt=0.0, lt=1.0)
+
+
+class Normalization(_Strict):
+    """x_model = (x * input_scale - x_mean) / x_std; y = y_model * y_std + y_mean."""
+
+    input_scale: float = 1.0
+    x_mean: list[float]
+    x_std: list[float]
+    y_mean: list[float] | None = None
+    y_std: list[float] | None = None
+
+
+class WeightsRef(_Strict):
+    file: str = WEIGHTS_NAME
+    sha256: str
+
+
+class Manifest(_Strict):
+    """The versioned description of one model folder (model.json)."""
+
+    format_version: int = FORMAT_VERSION
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = "1"
+    task: Task
+    architecture: MLPArchitecture | ConvArchitecture = Field(discriminator="kind")
+    dropout: DropoutSpec
+    tau: float | None = Field(
+        default=None,
+        gt=0,
+        description="Model precision in the target's original units (regression only).",
+    )
+    input_shape: list[int]
+    feature_names: list[str] | None = None
+    output_names: list[str]
+    class_labels: list[str] | None = None
+    normalization: Normalization
+    default_samples: int = Field(default=100, gt=1)
+    max_samples: int = Field(default=10_000, gt=1)
+    uncertainty_metric: str
+    threshold: float
+    calibration: dict[str, Any] | None = Field(
+        default=None,
+        description="How the threshold was chosen; null while it is the training placeholder.",
+    )
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    weights: WeightsRef
+
+    @field_validator("format_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v > FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {v} is newer than this mcdrop reads ({FORMAT_VERSION})"
+            )
+        return v
+
+    @property
+    def keep_prob(self) -> float:
+        return 1.0 - self.dropout.hidden_rate
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.input_shape))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ArtifactError(f"{path}: no manifest ({MANIFEST_NAME}) in the model folder") from e
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{path}: invalid manifest at '{where}': {first['msg']}") from e
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Write atomically, so a reader never sees half a manifest."""
+    path = Path(folder) / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def save_weights(folder: Path, tensors: dict[str, NDArray[np.float32]]) -> str:
+    """Write weights.safetensors and return its SHA-256."""
+    path = Path(folder) / WEIGHTS_NAME
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, path)
+    return sha256_file(path)
+
+
+def load_weights(
+    folder: Path, manifest: Manifest, expected: dict[str, tuple[int, ...]]
+) -> dict[str, NDArray[np.float32]]:
+    """Read and verify the weights: checksum, then every expected tensor's presence and shape."""
+    path = Path(folder) / manifest.weights.file
+    if path.suffix != ".safetensors" or path.parent.resolve() != Path(folder).resolve():
+        raise ArtifactError(f"{path}: weights must be a .safetensors file inside the model folder")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: weights file not found")
+    digest = sha256_file(path)
+    if digest != manifest.weights.sha256:
+        raise ArtifactError(
+            f"{path}: SHA-256 mismatch (manifest {manifest.weights.sha256[:12]}…, "
+            f"file {digest[:12]}…): the weights were changed or corrupted"
+        )
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({e})") from e
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise ArtifactError(f"{path}: missing tensor '{name}' (expected shape {list(shape)})")
+        if tuple(tensors[name].shape) != tuple(shape):
+            raise ArtifactError(
+                f"{path}: tensor '{name}' has shape {list(tensors[name].shape)}, "
+                f"the architecture needs {list(shape)}"
+            )
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise ArtifactError(f"{path}: unexpected tensors {extra} for this architecture")
+    return tensors

@@ -1,0 +1,1 @@
+"""Subcommands of the `mcdrop` CLI, one module each."""

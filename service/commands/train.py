@@ -1,0 +1,70 @@
+"""`mcdrop train`: fit a dropout network on a CSV or NPZ and write a model folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "train", help="train a dropout network and write models/NAME (model.json + weights)"
+    )
+    p.add_argument("data", help="training data: .csv (with --target) or .npz with arrays x, y")
+    p.add_argument("--task", choices=["regression", "classification"], required=True)
+    p.add_argument("--target", help="CSV target column name")
+    p.add_argument("--name", help="model name (default: the --out folder's name)")
+    p.add_argument("--out", required=True, help="output folder, e.g. models/diabetes")
+    p.add_argument("--arch", choices=["mlp", "convnet"], default="mlp")
+    p.add_argument("--hidden", type=int, default=50, help="units per hidden layer")
+    p.add_argument("--layers", type=int, default=2, help="hidden layers")
+    p.add_argument("--activation", choices=["relu", "tanh"], default="relu")
+    p.add_argument("--dropout", type=float, default=0.1, help="drop rate of hidden layers")
+    p.add_argument(
+        "--input-dropout", type=float, help="drop rate of the input (default: --dropout)"
+    )
+    p.add_argument("--noise", choices=["bernoulli", "gaussian"], default="bernoulli")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--length-scale", type=float, default=1e-2, help="prior length-scale l")
+    p.add_argument(
+        "--tau", type=float, help="model precision (regression; default: fitted on validation)"
+    )
+    p.add_argument("--input-scale", type=float, default=1.0, help="multiply inputs first (1/255)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.data import read_dataset
+    from service.training import TrainConfig, summary, train
+
+    out = Path(args.out)
+    ds = read_dataset(args.data, args.target)
+    cfg = TrainConfig(
+        task=args.task,
+        name=args.name or out.name,
+        arch=args.arch,
+        hidden=args.hidden,
+        layers=args.layers,
+        activation=args.activation,
+        dropout=args.dropout,
+        input_dropout=args.input_dropout,
+        noise=args.noise,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        length_scale=args.length_scale,
+        tau=args.tau,
+        input_scale=args.input_scale,
+    )
+    result = train(ds, cfg, out, progress=not args.quiet)
+    print(json.dumps(summary(result), indent=2))
+    return 0

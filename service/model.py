@@ -1,0 +1,238 @@
+"""A loaded MC dropout model: manifest + engine + the maths that turns samples into decisions.
+
+`prepare` validates and normalises raw inputs, an engine draws the (T, N, D) samples, and
+`summarize` maps them to original units and computes mean, variance, uncertainty and abstain.
+The three steps are separate so the serving layer can batch the middle one across requests.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service import uncertainty as U
+from service.artifact import Manifest, read_manifest
+from service.engines.base import Engine, SampleJob
+from service.errors import InactiveDropout, InvalidInput
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class Prediction:
+    """MC dropout prediction for N rows. Regression fields are in the target's original units."""
+
+    task: str
+    samples: int  # T
+    seed: int
+    metric: str
+    threshold: float
+    mean: NDArray[np.float64]  # (N, D); classification: mean probabilities
+    variance: NDArray[np.float64]  # (N, D); total predictive variance / per-class variance
+    uncertainty: NDArray[np.float64]  # (N,) the value compared with the threshold
+    abstain: NDArray[np.bool_]  # (N,)
+    std: NDArray[np.float64] | None = None
+    epistemic_variance: NDArray[np.float64] | None = None
+    aleatoric_variance: NDArray[np.float64] | None = None
+    probabilities: NDArray[np.float64] | None = None
+    label: NDArray[np.int64] | None = None
+    predictive_entropy: NDArray[np.float64] | None = None
+    mutual_information: NDArray[np.float64] | None = None
+    variation_ratio: NDArray[np.float64] | None = None
+    raw_samples: NDArray[np.float32] | None = None  # (T, N, D), original units / probabilities
+
+
+def metrics_for(task: str) -> tuple[str, ...]:
+    return U.REGRESSION_METRICS if task == "regression" else U.CLASSIFICATION_METRICS
+
+
+class MCDropoutModel:
+    """One model folder, loaded and ready to predict."""
+
+    def __init__(self, folder: Path, manifest: Manifest, engine: Engine) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.engine = engine
+        norm = manifest.normalization
+        shape = manifest.input_shape
+        self._x_mean = _broadcastable(norm.x_mean, shape)
+        self._x_std = _broadcastable(norm.x_std, shape)
+        self._y_mean = np.asarray(norm.y_mean if norm.y_mean is not None else [0.0], np.float64)
+        self._y_std = np.asarray(norm.y_std if norm.y_std is not None else [1.0], np.float64)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    # ---------------------------------------------------------------- inputs
+
+    def prepare(self, x: Any, field: str = "inputs") -> NDArray[np.float32]:
+        """Validate shape and values of raw rows; return normalised float32 (N, *input_shape)."""
+        shape = self.manifest.input_shape
+        try:
+            arr = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"{field}: expected numbers in rows of shape {shape} ({e})") from e
+        if arr.ndim >= 1 and arr.shape[0] == 0:
+            raise InvalidInput(f"{field}: expected at least one row")
+        if arr.ndim == 2 and arr.shape[1] == self.manifest.input_size:
+            arr = arr.reshape(arr.shape[0], *shape)
+        if arr.ndim != len(shape) + 1 or list(arr.shape[1:]) != shape:
+            flat = self.manifest.input_size
+            raise InvalidInput(
+                f"{field}: expected N rows of shape {shape} (or flat rows of {flat} values), "
+                f"got an array of shape {list(arr.shape)}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInput(f"{field}: every value must be a finite number")
+        scaled = arr * self.manifest.normalization.input_scale
+        normed: NDArray[np.float32] = ((scaled - self._x_mean) / self._x_std).astype(np.float32)
+        return normed
+
+    def resolve_samples(self, samples: int | None) -> int:
+        t = self.manifest.default_samples if samples is None else samples
+        if not 2 <= t <= self.manifest.max_samples:
+            raise InvalidInput(f"samples: expected an integer in [2, {self.manifest.max_samples}]")
+        return t
+
+    def resolve_metric(self, metric: str | None) -> str:
+        m = metric or self.manifest.uncertainty_metric
+        allowed = metrics_for(self.task)
+        if m not in allowed:
+            raise InvalidInput(f"uncertainty_metric: expected one of {list(allowed)}, got '{m}'")
+        return m
+
+    # ---------------------------------------------------------------- predict
+
+    def predict(
+        self,
+        x: Any,
+        samples: int | None = None,
+        seed: int | None = None,
+        threshold: float | None = None,
+        metric: str | None = None,
+        return_samples: bool = False,
+    ) -> Prediction:
+        t = self.resolve_samples(samples)
+        s = draw_seed() if seed is None else seed
+        raw = self.engine.sample_many([SampleJob(self.prepare(x), t, s)])[0]
+        return self.summarize(raw, s, threshold, metric, return_samples)
+
+    def summarize(
+        self,
+        raw: NDArray[np.float32],
+        seed: int,
+        threshold: float | None = None,
+        metric: str | None = None,
+        return_samples: bool = False,
+    ) -> Prediction:
+        """Turn the engine's (T, N, D) outputs into the prediction."""
+        m = self.resolve_metric(metric)
+        thr = self.manifest.threshold if threshold is None else float(threshold)
+        t = raw.shape[0]
+        if self.task == "regression":
+            ys = self.to_target_units(raw)
+            assert self.manifest.tau is not None  # guaranteed for regression manifests
+            mom = U.regression_moments(ys, self.manifest.tau)
+            values = {
+                "std": mom.std,
+                "variance": mom.variance,
+                "epistemic_std": np.sqrt(mom.epistemic_variance),
+            }
+            # With several outputs the row is as uncertain as its most uncertain output.
+            unc = values[m].max(axis=1)
+            pred = Prediction(
+                task=self.task, samples=t, seed=seed, metric=m, threshold=thr,
+                mean=mom.mean, variance=mom.variance, uncertainty=unc,
+                abstain=_abstain(unc, thr), std=mom.std,
+                epistemic_variance=mom.epistemic_variance,
+                aleatoric_variance=mom.aleatoric_variance,
+            )  # fmt: skip
+            if return_samples:
+                pred.raw_samples = ys.astype(np.float32)
+            return pred
+        probs = U.softmax(raw, axis=2)
+        cm = U.classification_measures(probs)
+        unc = getattr(cm, m)
+        pred = Prediction(
+            task=self.task, samples=t, seed=seed, metric=m, threshold=thr,
+            mean=cm.probabilities, variance=cm.variance, uncertainty=unc,
+            abstain=_abstain(unc, thr), probabilities=cm.probabilities, label=cm.label,
+            predictive_entropy=cm.predictive_entropy, mutual_information=cm.mutual_information,
+            variation_ratio=cm.variation_ratio,
+        )  # fmt: skip
+        if return_samples:
+            pred.raw_samples = probs.astype(np.float32)
+        return pred
+
+    def to_target_units(self, raw: NDArray[np.floating]) -> NDArray[np.float64]:
+        out: NDArray[np.float64] = np.asarray(raw, np.float64) * self._y_std + self._y_mean
+        return out
+
+    def predict_standard(self, x: Any) -> NDArray[np.float64]:
+        """Standard dropout (weight scaling, one deterministic pass): target units / probabilities."""
+        out = self.engine.deterministic(self.prepare(x))
+        if self.task == "regression":
+            return self.to_target_units(out)
+        return U.softmax(out, axis=1)
+
+    def check_dropout_active(self) -> None:
+        """Refuse a model whose T passes come out identical: it would report zero uncertainty."""
+        rng = np.random.default_rng(0)
+        probe = rng.standard_normal((2, *self.manifest.input_shape)).astype(np.float32)
+        raw = self.engine.sample_many([SampleJob(probe, 8, 0)])[0]
+        if np.all(raw == raw[0]):
+            raise InactiveDropout(
+                f"{self.folder}: all 8 MC passes gave identical outputs; dropout is inactive "
+                "at serving time, so the model cannot express uncertainty"
+            )
+
+
+def _abstain(unc: NDArray[np.float64], threshold: float) -> NDArray[np.bool_]:
+    # A non-finite uncertainty is never trusted: refer the item.
+    out: NDArray[np.bool_] = ~np.isfinite(unc) | (unc > threshold)
+    return out
+
+
+def _broadcastable(values: list[float], shape: list[int]) -> NDArray[np.float64]:
+    arr = np.asarray(values, np.float64)
+    return arr.reshape(shape) if arr.size == int(np.prod(shape)) else arr
+
+
+def draw_seed() -> int:
+    """A fresh seed, echoed to the caller so any answer can be reproduced."""
+    return secrets.randbits(63)
+
+
+def load_model(
+    folder: str | Path,
+    device: str = "auto",
+    max_activation_mb: float = 256.0,
+    engine: str = "torch",
+) -> MCDropoutModel:
+    """Load a model folder (model.json + weights.safetensors) and check its dropout is live."""
+    path = Path(folder)
+    manifest = read_manifest(path)
+    if engine == "onnx":
+        from service.engines.onnx_engine import load_onnx_engine
+
+        eng: Engine = load_onnx_engine(path, manifest, max_activation_mb)
+    else:
+        from service.engines.torch_engine import load_torch_engine
+
+        eng = load_torch_engine(path, manifest, device, max_activation_mb)
+    model = MCDropoutModel(path, manifest, eng)
+    model.check_dropout_active()
+    return model
+
+
+__all__ = ["MCDropoutModel", "Prediction", "load_model"]
