@@ -20,6 +20,9 @@ class SampleJob:
     x: NDArray[np.float32]  # (N, *input_shape), already normalised
     samples: int
     seed: int
+    # Index of the first sample in the seed's streams: a job with first_sample=k draws samples
+    # k..k+T-1 of the same sequence, so sampling can continue in rounds (adaptive T).
+    first_sample: int = 0
 
     @property
     def rows(self) -> int:

@@ -164,7 +164,7 @@ class TorchEngine:
         parts: list[NDArray[np.bool_] | NDArray[np.float32]] = []
         for s in chunk:
             n = jobs[s.job].rows
-            offset = s.t0 * n * site.elements
+            offset = (jobs[s.job].first_sample + s.t0) * n * site.elements
             count = (s.t1 - s.t0) * n * site.elements
             seed = jobs[s.job].seed
             if site.noise == "bernoulli":
