@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
 from service.errors import InvalidInput
@@ -85,9 +86,7 @@ class Predictor:
         seed = draw_seed() if params.seed is None else params.seed
         raw = await self.runner.sample(model, SampleJob(x, t, seed))
         # The maths over T×N×D values can take a while for large requests: keep it off the loop.
-        pred = await asyncio.to_thread(
-            model.summarize, raw, seed, params.threshold, params.metric, params.return_samples
-        )
+        pred = await asyncio.to_thread(_summarize, model, raw, seed, params)
         _check_finite(pred)
         return pred
 
@@ -98,6 +97,14 @@ class Predictor:
         if not 2 <= samples <= cap:
             raise _invalid("samples", f"expected an integer in [2, {cap}], got {samples}")
         return model.resolve_samples(samples)
+
+
+def _summarize(
+    model: MCDropoutModel, raw: NDArray[np.float32], seed: int, params: PredictParams
+) -> Prediction:
+    # Samples that overflowed make numpy warn (inf - inf); _check_finite reports them instead.
+    with np.errstate(all="ignore"):
+        return model.summarize(raw, seed, params.threshold, params.metric, params.return_samples)
 
 
 def _check_finite(pred: Prediction) -> None:
