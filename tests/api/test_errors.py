@@ -146,7 +146,9 @@ async def test_body_over_limit_is_413(serving_dir: Path) -> None:
         assert "content-length" not in r.request.headers
         assert_error_shape(r, 413)
         # A small chunked body passes the limit (and then fails on the unknown field, 422).
-        r = await c.post(REG, content=_chunks(1000, size=100), headers={"content-type": "application/json"})
+        r = await c.post(
+            REG, content=_chunks(1000, size=100), headers={"content-type": "application/json"}
+        )
         assert r.status_code == 422
 
 
