@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import httpx
+import numpy as np
 import pytest
 
 from service.model import load_model

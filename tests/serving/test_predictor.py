@@ -9,7 +9,7 @@ import pytest
 
 from service.errors import InvalidInput
 from service.model import Prediction
-from service.serving.predictor import Limits, PredictParams, Predictor, _check_finite
+from service.serving.predictor import Limits, Predictor, PredictParams, _check_finite
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner
 
