@@ -42,12 +42,24 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"invalid settings: {problems}") from None
     if not Path(settings.model_dir).is_dir():
         raise ValueError(f"model directory '{settings.model_dir}' does not exist")
+    _configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        # The request id middleware already logs what matters; keep uvicorn's access log too.
         access_log=True,
     )
     return 0
+
+
+def _configure_logging(level: str) -> None:
+    """mcdrop's own messages (models loaded or not, errors with request ids) beside uvicorn's."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+    logger = logging.getLogger("mcdrop")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False

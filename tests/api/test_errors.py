@@ -64,7 +64,7 @@ async def test_unknown_route_and_method_use_the_error_shape(client: httpx.AsyncC
         ('{"inputs": [[1, 2, 3]], "threshold": NaN}', ["threshold"]),
         ('{"inputs": [[1, 2, 3]], "return_samples": "yes"}', ["return_samples"]),
         ('{"inputs": [[1, 2, 3]], "sample": 10}', ["sample"]),
-        ('{"inputs": [[1, 2, 3]]', []),
+        ('{"inputs": [[1, 2, 3]]', ["body"]),
     ],
 )
 async def test_malformed_values_are_422_naming_the_field(
