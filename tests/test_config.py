@@ -38,3 +38,11 @@ def test_bad_values_are_refused(kwargs: dict[str, object]) -> None:
 def test_every_field_is_documented() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, f"Settings.{name} has no docstring"
+
+
+def test_readme_documents_every_setting() -> None:
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`MCDROP_{n.upper()}`" not in readme]
+    assert not missing, f"README's configuration table lacks {missing}"
