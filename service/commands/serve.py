@@ -42,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"invalid settings: {problems}") from None
     if not Path(settings.model_dir).is_dir():
         raise ValueError(f"model directory '{settings.model_dir}' does not exist")
+    if settings.default_model and not (Path(settings.model_dir) / settings.default_model).is_dir():
+        raise ValueError(
+            f"MCDROP_DEFAULT_MODEL: '{settings.default_model}' is not a folder under "
+            f"'{settings.model_dir}'"
+        )
     _configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),

@@ -83,3 +83,11 @@ def test_serve_reports_bad_settings(
     monkeypatch.setenv("MCDROP_DEVICE", "tpu")
     assert main(["serve"]) == 2
     assert "MCDROP_DEVICE" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_missing_default_model(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCDROP_DEFAULT_MODEL", "nope")
+    assert main(["serve", "--model-dir", str(REPO / "models")]) == 2
+    assert "MCDROP_DEFAULT_MODEL: 'nope'" in capsys.readouterr().err
