@@ -94,8 +94,13 @@ class MCDropoutModel:
             )
         if not np.all(np.isfinite(arr)):
             raise InvalidInput(f"{field}: every value must be a finite number")
-        scaled = arr * self.manifest.normalization.input_scale
-        normed: NDArray[np.float32] = ((scaled - self._x_mean) / self._x_std).astype(np.float32)
+        with np.errstate(over="ignore"):  # overflow is checked just below, with a clear message
+            normed64 = (arr * self.manifest.normalization.input_scale - self._x_mean) / self._x_std
+        if not np.all(np.abs(normed64) <= np.finfo(np.float32).max):
+            raise InvalidInput(
+                f"{field}: values too large: after normalisation each must fit in float32"
+            )
+        normed: NDArray[np.float32] = normed64.astype(np.float32)
         return normed
 
     def resolve_samples(self, samples: int | None) -> int:

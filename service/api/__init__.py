@@ -1,0 +1,1 @@
+"""HTTP layer: routes translate requests into calls on the inference plane. No torch here."""

@@ -1,0 +1,96 @@
+"""The app factory. Nothing heavy happens at import or in `create_app`: models load once, in the
+lifespan, before the server takes traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from service.api.errors import install_error_handlers
+from service.api.metrics import ServiceMetrics
+from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.api.routes import health, metrics, models, predict
+from service.config import Settings
+from service.serving.predictor import Limits, Predictor
+from service.serving.registry import ModelRegistry
+from service.serving.runner import DirectRunner, Runner
+
+log = logging.getLogger("mcdrop.api")
+
+
+def make_runner(settings: Settings) -> Runner:
+    """The one place that picks how samples are drawn: batched across requests, or directly."""
+    if settings.batching:
+        try:
+            from service.serving.batcher import BatchingRunner
+        except ModuleNotFoundError:
+            log.warning("MCDROP_BATCHING is set but this build has no batcher; serving directly")
+        else:
+            runner: Runner = BatchingRunner(
+                wait_ms=settings.batch_wait_ms, max_rows=settings.batch_max_rows
+            )
+            return runner
+    return DirectRunner()
+
+
+def _package_version() -> str:
+    try:
+        return version("mcdrop")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.getLogger("mcdrop").setLevel(settings.log_level.upper())
+    service_metrics = ServiceMetrics()
+    registry = ModelRegistry(
+        settings.model_dir,
+        default_model=settings.default_model,
+        device=settings.device,
+        engine=settings.engine,
+        max_activation_mb=settings.max_activation_mb,
+        num_threads=settings.num_threads,
+    )
+    limits = Limits(
+        max_rows=settings.max_rows,
+        max_samples=settings.max_samples,
+        max_sample_rows=settings.max_sample_rows,
+        max_returned_values=settings.max_returned_values,
+    )
+    predictor = Predictor(registry, make_runner(settings), limits)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(registry.load_all)
+        for name, entry in registry.entries.items():
+            service_metrics.set_model_ready(name, entry.ready)
+        ready = sorted(n for n, e in registry.entries.items() if e.ready)
+        log.info("serving %d model(s) from '%s': %s", len(ready), registry.model_dir, ready)
+        await predictor.runner.start()
+        try:
+            yield
+        finally:
+            await predictor.runner.stop()
+
+    app = FastAPI(
+        title="mcdrop",
+        version=_package_version(),
+        description="MC dropout predictions with predictive mean, variance and an abstain flag.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.predictor = predictor
+    app.state.metrics = service_metrics
+    install_error_handlers(app)
+    for module in (predict, models, health, metrics):
+        app.include_router(module.router)
+    # Added last = outermost: the request id exists before the body limit can answer 413.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
+    return app

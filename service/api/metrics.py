@@ -1,0 +1,81 @@
+"""Prometheus metrics, one registry per app (tests build many apps in one process)."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from service.model import Prediction
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Uncertainty is in the metric's own units (a std in target units, an entropy in nats), so the
+# buckets span powers of two from 1/1024 to 8192 rather than assume one scale.
+UNCERTAINTY_BUCKETS = tuple(2.0**k for k in range(-10, 14))
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ServiceMetrics:
+    """Every metric the service exports, registered in its own CollectorRegistry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mcdrop_requests_total",
+            "HTTP requests by route, model ('' when none) and status code.",
+            ["route", "model", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mcdrop_request_duration_seconds",
+            "Time from request start to the end of the reply, by route, model and status.",
+            ["route", "model", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.mc_samples = Counter(
+            "mcdrop_mc_samples_total",
+            "Stochastic forward passes drawn: T per input row.",
+            ["model"],
+            registry=r,
+        )
+        self.rows = Counter(
+            "mcdrop_predictions_total", "Input rows answered.", ["model"], registry=r
+        )
+        self.abstentions = Counter(
+            "mcdrop_abstentions_total",
+            "Rows whose uncertainty was over the threshold (referred).",
+            ["model"],
+            registry=r,
+        )
+        self.uncertainty = Histogram(
+            "mcdrop_uncertainty",
+            "The per-row uncertainty compared with the threshold, in the metric's units.",
+            ["model"],
+            buckets=UNCERTAINTY_BUCKETS,
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            "mcdrop_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r
+        )
+
+    def observe_request(self, route: str, model: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, model, str(status)).inc()
+        self.latency.labels(route, model, str(status)).observe(seconds)
+
+    def observe_prediction(self, model: str, pred: Prediction) -> None:
+        n = int(pred.abstain.shape[0])
+        self.mc_samples.labels(model).inc(pred.samples * n)
+        self.rows.labels(model).inc(n)
+        self.abstentions.labels(model).inc(int(np.count_nonzero(pred.abstain)))
+        hist = self.uncertainty.labels(model)
+        for value in pred.uncertainty.tolist():
+            hist.observe(value)
+
+    def set_model_ready(self, model: str, ready: bool) -> None:
+        self.model_ready.labels(model).set(1.0 if ready else 0.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

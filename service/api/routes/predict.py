@@ -1,0 +1,127 @@
+"""POST /predict and POST /v1/models/{name}/predict: rows in, one decision per row out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from service.api.deps import MetricsDep, PredictorDep
+from service.api.errors import ERROR_RESPONSES
+from service.api.schemas import (
+    ClassificationPrediction,
+    DefaultPredictRequest,
+    PredictRequest,
+    PredictResponse,
+    RegressionPrediction,
+)
+from service.model import MCDropoutModel, Prediction
+from service.serving.predictor import PredictParams
+
+router = APIRouter(tags=["predict"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    k: ERROR_RESPONSES[k] for k in (404, 413, 422, 500, 503)
+}
+
+
+@router.post("/predict", response_model=PredictResponse, responses=_ERRORS)
+async def predict_default(
+    body: DefaultPredictRequest, request: Request, predictor: PredictorDep, metrics: MetricsDep
+) -> PredictResponse:
+    """Predict with the model named in the body, or the server's default model."""
+    return await _predict(body.model, body, request, predictor, metrics)
+
+
+@router.post("/v1/models/{name}/predict", response_model=PredictResponse, responses=_ERRORS)
+async def predict_named(
+    name: str, body: PredictRequest, request: Request, predictor: PredictorDep, metrics: MetricsDep
+) -> PredictResponse:
+    """Predict with the model in the path."""
+    return await _predict(name, body, request, predictor, metrics)
+
+
+async def _predict(
+    name: str | None,
+    body: PredictRequest,
+    request: Request,
+    predictor: PredictorDep,
+    metrics: MetricsDep,
+) -> PredictResponse:
+    registry = predictor.registry
+    resolved = name if name is not None else registry.default_name
+    if resolved in registry.entries:  # only known names label metrics: no unbounded label sets
+        request.state.model = resolved
+    model = predictor.model(resolved)
+    params = PredictParams(
+        samples=body.samples,
+        seed=body.seed,
+        threshold=body.threshold,
+        metric=body.uncertainty_metric,
+        return_samples=body.return_samples,
+    )
+    pred = await predictor.predict(model, body.inputs, params)
+    assert resolved is not None  # predictor.model found it
+    metrics.observe_prediction(resolved, pred)
+    return to_response(resolved, model, pred, str(request.state.request_id))
+
+
+def to_response(
+    name: str, model: MCDropoutModel, pred: Prediction, request_id: str
+) -> PredictResponse:
+    """Prediction arrays → one object per row. `tolist()` converts whole arrays at C speed."""
+    mean, var = pred.mean.tolist(), pred.variance.tolist()
+    unc, abstain = pred.uncertainty.tolist(), pred.abstain.tolist()
+    rows: list[RegressionPrediction] | list[ClassificationPrediction]
+    if pred.task == "regression":
+        assert pred.std is not None and pred.epistemic_variance is not None
+        assert pred.aleatoric_variance is not None
+        std, epi = pred.std.tolist(), pred.epistemic_variance.tolist()
+        alea = pred.aleatoric_variance.tolist()
+        rows = [
+            RegressionPrediction(
+                mean=mean[i],
+                variance=var[i],
+                uncertainty=unc[i],
+                abstain=abstain[i],
+                std=std[i],
+                epistemic_variance=epi[i],
+                aleatoric_variance=alea[i],
+            )
+            for i in range(len(mean))
+        ]
+    else:
+        assert pred.label is not None and pred.probabilities is not None
+        assert pred.predictive_entropy is not None and pred.mutual_information is not None
+        assert pred.variation_ratio is not None
+        names = model.manifest.class_labels
+        probs, labels = pred.probabilities.tolist(), pred.label.tolist()
+        ent, mi = pred.predictive_entropy.tolist(), pred.mutual_information.tolist()
+        vr = pred.variation_ratio.tolist()
+        rows = [
+            ClassificationPrediction(
+                mean=mean[i],
+                variance=var[i],
+                uncertainty=unc[i],
+                abstain=abstain[i],
+                probabilities=probs[i],
+                label=labels[i],
+                class_label=names[labels[i]] if names else None,
+                predictive_entropy=ent[i],
+                mutual_information=mi[i],
+                variation_ratio=vr[i],
+            )
+            for i in range(len(mean))
+        ]
+    return PredictResponse(
+        model=name,
+        version=model.manifest.version,
+        task=model.manifest.task,
+        samples=pred.samples,
+        seed=pred.seed,
+        threshold=pred.threshold,
+        uncertainty_metric=pred.metric,
+        request_id=request_id,
+        predictions=rows,
+        raw_samples=pred.raw_samples.tolist() if pred.raw_samples is not None else None,
+    )

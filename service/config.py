@@ -1,0 +1,83 @@
+"""Service settings, read from the environment with the prefix MCDROP_ (MCDROP_PORT=9000 ...).
+
+Every default is safe for a single machine: loopback only, bounded request sizes. Add a field
+with a type, a default and a docstring under it; the README's configuration table lists them all.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.serving.names import valid_model_name
+
+
+class Settings(BaseSettings):
+    """mcdrop serving configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MCDROP_",
+        extra="forbid",
+        use_attribute_docstrings=True,
+        protected_namespaces=(),
+    )
+
+    model_dir: str = "models"
+    """Folder holding one sub-folder per model (model.json + weights.safetensors)."""
+
+    default_model: str | None = None
+    """Model used by POST /predict when the request names none (default: first name alphabetically)."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind. Loopback by default; the container sets 0.0.0.0."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """TCP port to listen on."""
+
+    max_rows: int = Field(default=1024, ge=1)
+    """Most input rows (N) one request may carry."""
+
+    max_samples: int = Field(default=10_000, ge=2)
+    """Global cap on T; a model's own max_samples applies when it is lower."""
+
+    max_sample_rows: int = Field(default=2_000_000, ge=1)
+    """Cap on T×N per request, which bounds the memory a request's samples take."""
+
+    max_returned_values: int = Field(default=100_000, ge=1)
+    """Cap on T×N×D values sent back when a request sets return_samples."""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest request body accepted, in bytes (chunked bodies included); larger ones get 413."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the torch engine runs: auto picks CUDA when torch sees a device, else the CPU."""
+
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    """Log level of mcdrop and uvicorn."""
+
+    engine: Literal["torch", "onnx"] = "torch"
+    """MC engine used for every model."""
+
+    max_activation_mb: float = Field(default=256.0, gt=0)
+    """Memory budget of one batched pass; larger T×N is cut into chunks under it."""
+
+    num_threads: int = Field(default=0, ge=0)
+    """Intra-op threads of the torch engine (0 keeps torch's default: one per core)."""
+
+    batching: bool = False
+    """Batch concurrent requests into shared passes (dynamic batcher) instead of one at a time."""
+
+    batch_wait_ms: float = Field(default=2.0, ge=0)
+    """How long the batcher waits for more requests before running a pass, in milliseconds."""
+
+    batch_max_rows: int = Field(default=64, ge=1)
+    """Most input rows the batcher puts into one pass."""
+
+    @field_validator("default_model")
+    @classmethod
+    def _valid_default(cls, v: str | None) -> str | None:
+        if v is not None and not valid_model_name(v):
+            raise ValueError("model names are letters, digits, '.', '_' and '-' (no '..')")
+        return v

@@ -1,0 +1,130 @@
+"""The predict flow: raw rows → validated array → MC samples (via the runner) → decisions.
+
+Request limits live here, not in the HTTP layer, so every entry point enforces the same ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.engines.base import SampleJob
+from service.errors import InvalidInput
+from service.model import MCDropoutModel, Prediction, draw_seed
+from service.serving.registry import ModelRegistry
+from service.serving.runner import Runner
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request bounds (see service.config.Settings for their meaning)."""
+
+    max_rows: int = 1024
+    max_samples: int = 10_000
+    max_sample_rows: int = 2_000_000
+    max_returned_values: int = 100_000
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """A request's options; None means the model's default."""
+
+    samples: int | None = None
+    seed: int | None = None
+    threshold: float | None = None
+    metric: str | None = None
+    return_samples: bool = False
+
+
+def _invalid(field: str, msg: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {msg}", [{"loc": [field], "msg": msg, "type": "value_error"}])
+
+
+class Predictor:
+    """Ties the registry, the runner and the limits together; one per app."""
+
+    def __init__(self, registry: ModelRegistry, runner: Runner, limits: Limits) -> None:
+        self.registry = registry
+        self.runner = runner
+        self.limits = limits
+
+    def max_samples(self, model: MCDropoutModel) -> int:
+        return min(model.manifest.max_samples, self.limits.max_samples)
+
+    def default_samples(self, model: MCDropoutModel) -> int:
+        return min(model.manifest.default_samples, self.max_samples(model))
+
+    def model(self, name: str | None) -> MCDropoutModel:
+        return self.registry.get(name)
+
+    async def predict(
+        self, model: MCDropoutModel, inputs: Any, params: PredictParams
+    ) -> Prediction:
+        n = len(inputs) if isinstance(inputs, list) else 0
+        if n > self.limits.max_rows:
+            raise _invalid("inputs", f"at most {self.limits.max_rows} rows per request, got {n}")
+        t = self._samples(model, params.samples)
+        model.resolve_metric(params.metric)  # refuse a bad metric before any work
+        if t * n > self.limits.max_sample_rows:
+            raise _invalid(
+                "samples",
+                f"samples × rows = {t} × {n} is over the limit of {self.limits.max_sample_rows} "
+                "per request; lower samples or send fewer rows",
+            )
+        outputs = model.manifest.architecture.output_dim
+        if params.return_samples and t * n * outputs > self.limits.max_returned_values:
+            raise _invalid(
+                "return_samples",
+                f"samples × rows × outputs = {t * n * outputs} values is over the limit of "
+                f"{self.limits.max_returned_values}; lower samples or send fewer rows",
+            )
+        x = model.prepare(inputs)
+        seed = draw_seed() if params.seed is None else params.seed
+        raw = await self.runner.sample(model, SampleJob(x, t, seed))
+        # The maths over T×N×D values can take a while for large requests: keep it off the loop.
+        pred = await asyncio.to_thread(_summarize, model, raw, seed, params)
+        _check_finite(pred)
+        return pred
+
+    def _samples(self, model: MCDropoutModel, samples: int | None) -> int:
+        cap = self.max_samples(model)
+        if samples is None:
+            return model.resolve_samples(self.default_samples(model))
+        if not 2 <= samples <= cap:
+            raise _invalid("samples", f"expected an integer in [2, {cap}], got {samples}")
+        return model.resolve_samples(samples)
+
+
+def _summarize(
+    model: MCDropoutModel, raw: NDArray[np.float32], seed: int, params: PredictParams
+) -> Prediction:
+    # Samples that overflowed make numpy warn (inf - inf); _check_finite reports them instead.
+    with np.errstate(all="ignore"):
+        return model.summarize(raw, seed, params.threshold, params.metric, params.return_samples)
+
+
+def _check_finite(pred: Prediction) -> None:
+    """Outputs go out as JSON, which has no NaN or Infinity: refuse rather than emit them.
+
+    Finite inputs can still overflow float32 inside the network when they sit far outside the
+    training data; that is the request's doing, so it is a 422 naming the rows.
+    """
+    bad = np.zeros(pred.mean.shape[0], dtype=bool)
+    for f in fields(pred):
+        value = getattr(pred, f.name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and f.name != "raw_samples":
+            finite = np.isfinite(value)
+            bad |= ~finite.reshape(finite.shape[0], -1).all(axis=1)
+    if pred.raw_samples is not None:
+        bad |= ~np.isfinite(pred.raw_samples).all(axis=(0, 2))
+    if bad.any():
+        rows = np.flatnonzero(bad)[:10].tolist()
+        raise _invalid(
+            "inputs",
+            f"the model's outputs are not finite for rows {rows}; these inputs are far outside "
+            "the range the model was trained on",
+        )

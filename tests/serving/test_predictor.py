@@ -1,0 +1,50 @@
+"""Predictor limits that the HTTP tests do not reach."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.errors import InvalidInput
+from service.model import Prediction
+from service.serving.predictor import Limits, Predictor, PredictParams, _check_finite
+from service.serving.registry import ModelRegistry
+from service.serving.runner import DirectRunner
+
+pytestmark = pytest.mark.anyio
+
+
+def _prediction(mean: list[float]) -> Prediction:
+    m = np.asarray(mean, np.float64)[:, None]
+    return Prediction(
+        task="regression", samples=2, seed=0, metric="std", threshold=1.0, mean=m,
+        variance=np.ones_like(m), uncertainty=np.ones(len(mean)),
+        abstain=np.zeros(len(mean), bool),
+    )  # fmt: skip
+
+
+def test_non_finite_outputs_are_refused_naming_rows() -> None:
+    _check_finite(_prediction([1.0, 2.0]))
+    with pytest.raises(InvalidInput, match=r"rows \[1, 3\]"):
+        _check_finite(_prediction([1.0, np.inf, 0.0, np.nan]))
+
+
+async def test_samples_times_rows_cap(tmp_path: Path, tiny_regression_dir: Path) -> None:
+    import shutil
+
+    shutil.copytree(tiny_regression_dir, tmp_path / "m")
+    registry = ModelRegistry(tmp_path)
+    registry.load_all()
+    runner = DirectRunner()
+    predictor = Predictor(registry, runner, Limits(max_sample_rows=100))
+    model = registry.get("m")
+    await runner.start()
+    try:
+        with pytest.raises(InvalidInput, match="over the limit of 100"):
+            await predictor.predict(model, [[0.0, 0.0, 0.0]] * 3, PredictParams(samples=34))
+        ok = await predictor.predict(model, [[0.0, 0.0, 0.0]] * 3, PredictParams(samples=33))
+        assert ok.mean.shape == (3, 1)
+    finally:
+        await runner.stop()

@@ -1,0 +1,48 @@
+"""Settings: MCDROP_ environment variables, safe defaults, refusals."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings
+
+
+def test_defaults_are_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("MCDROP_"):
+            monkeypatch.delenv(key)
+    s = Settings()
+    assert s.host == "127.0.0.1"  # loopback unless asked
+    assert (s.model_dir, s.port, s.engine, s.batching) == ("models", 8000, "torch", False)
+    assert s.max_body_bytes == 8 * 1024 * 1024 and s.max_rows == 1024
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCDROP_PORT", "9123")
+    monkeypatch.setenv("MCDROP_MODEL_DIR", "/srv/models")
+    monkeypatch.setenv("MCDROP_BATCHING", "true")
+    s = Settings()
+    assert (s.port, s.model_dir, s.batching) == (9123, "/srv/models", True)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"port": 0}, {"device": "tpu"}, {"default_model": "../etc"}, {"max_rows": 0}, {"nope": 1}],
+)
+def test_bad_values_are_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_every_field_is_documented() -> None:
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"Settings.{name} has no docstring"
+
+
+def test_readme_documents_every_setting() -> None:
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`MCDROP_{n.upper()}`" not in readme]
+    assert not missing, f"README's configuration table lacks {missing}"
