@@ -1,0 +1,1 @@
+"""The inference plane: runners that turn sample jobs into engine passes, off the event loop."""
