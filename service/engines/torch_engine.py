@@ -68,12 +68,16 @@ def _matmul_dtype(precision: str, device: str) -> torch.dtype:
 
 
 @dataclass(frozen=True)
-class _Site:
+class Site:
     index: int  # position of the MCDropout module in the body
     site: int  # dropout site number in the whole network (keys the random stream)
     keep_prob: float
     noise: str
-    elements: int  # elements per row at this site
+    shape: tuple[int, ...]  # activation shape per row at this site
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape))
 
 
 class TorchEngine:
@@ -120,16 +124,33 @@ class TorchEngine:
         self.max_rows = max(1, min(budget_rows, cache_rows))
         self._filler = masks.MaskFiller(torch.get_num_threads() if self.device == "cpu" else 1)
 
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def prefix(self) -> nn.Sequential:
+        """Layers before the first dropout site (run once per row)."""
+        return self._prefix
+
+    @property
+    def body(self) -> list[nn.Module]:
+        """The rest, starting at the first site, with 1/keep folded into weights."""
+        return self._body
+
+    @property
+    def sites(self) -> dict[int, Site]:
+        """Dropout sites by their position in `body`."""
+        return self._sites
+
     # ------------------------------------------------------------------ set-up
 
     @torch.inference_mode()
-    def _describe_sites(self, input_shape: list[int], first_site: int) -> dict[int, _Site]:
+    def _describe_sites(self, input_shape: list[int], first_site: int) -> dict[int, Site]:
         h = self._prefix(torch.zeros(1, *input_shape, device=self.device))
-        sites: dict[int, _Site] = {}
+        sites: dict[int, Site] = {}
         n_site = 0
         for i, mod in enumerate(self._body):
             if isinstance(mod, MCDropout):
-                sites[i] = _Site(i, n_site, mod.keep_prob, mod.noise, int(h[0].numel()))
+                sites[i] = Site(i, n_site, mod.keep_prob, mod.noise, tuple(h.shape[1:]))
                 n_site += 1
             else:
                 h = mod(h)
@@ -219,7 +240,7 @@ class TorchEngine:
         return h
 
     @staticmethod
-    def _apply(h: torch.Tensor, site: _Site, noise: torch.Tensor) -> torch.Tensor:
+    def _apply(h: torch.Tensor, site: Site, noise: torch.Tensor) -> torch.Tensor:
         # A keep mask multiplies as 0/1 (held as uint8: torch's float*bool kernel is ~4x slower
         # than float*uint8 here); Gaussian noise is a float multiplier.
         return h.mul_(noise.view(h.shape))
@@ -251,7 +272,7 @@ class TorchEngine:
                 drawn.append(torch.from_numpy(np.concatenate(parts)))
         return drawn
 
-    def _device_noise(self, site: _Site, pieces: list[masks.MaskPiece], rows: int) -> torch.Tensor:
+    def _device_noise(self, site: Site, pieces: list[masks.MaskPiece], rows: int) -> torch.Tensor:
         """Masks drawn on the accelerator by torch's generator, one stream per (seed, site, piece).
 
         Seeded and independent of other jobs in the batch, but keyed by where a chunk starts, so
