@@ -114,3 +114,16 @@ def test_bf16_is_refused_on_the_cpu() -> None:
     )
     with pytest.raises(ValueError, match="CUDA"):
         TorchEngine(net, [5], "cpu", precision="bf16")
+
+
+def test_device_mask_path_keep_rate_and_seeding() -> None:
+    # The CUDA path's mask drawing, exercised through torch's CPU generator (no GPU here).
+    # 2^20 draws: SE of the keep rate = sqrt(0.8 * 0.2 / 2^20) = 3.9e-4; 5 SE tolerance.
+    eng = _engine()
+    site = eng.sites[next(i for i in eng.sites if eng.sites[i].site == 1)]
+    n = 1 << 20
+    pieces = [masks.MaskPiece(seed=3, site=1, offset=0, count=n, dest=0)]
+    a = eng._device_noise(site, pieces, n // site.elements)
+    b = eng._device_noise(site, pieces, n // site.elements)
+    assert torch.equal(a, b)
+    assert abs(a.mean().item() - 0.8) < 5 * np.sqrt(0.8 * 0.2 / n)

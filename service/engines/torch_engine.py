@@ -282,14 +282,15 @@ class TorchEngine:
         for p in pieces:
             g = torch.Generator(device=self.device)
             g.manual_seed(masks.piece_seed(p))
-            dest = out[p.dest : p.dest + p.count]
+            # Uniforms in float32 even for bf16 passes: bf16's 8-bit mantissa would shift the
+            # keep rate by up to ~0.4%, far over the 1e-4 the masks promise.
             if site.noise == "bernoulli":
-                torch.rand(p.count, generator=g, device=self.device, out=dest)
-                dest.copy_(dest < site.keep_prob)
+                u = torch.rand(p.count, generator=g, device=self.device, dtype=torch.float32)
+                out[p.dest : p.dest + p.count] = u < site.keep_prob
             else:
                 std = ((1.0 - site.keep_prob) / site.keep_prob) ** 0.5
-                torch.randn(p.count, generator=g, device=self.device, out=dest)
-                dest.mul_(std).add_(1.0)
+                z = torch.randn(p.count, generator=g, device=self.device, dtype=torch.float32)
+                out[p.dest : p.dest + p.count] = z.mul_(std).add_(1.0)
         return out
 
 
