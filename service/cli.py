@@ -10,6 +10,7 @@ import sys
 COMMANDS = [
     "service.commands.train",
     "service.commands.serve",
+    "service.commands.export_onnx",
 ]
 
 

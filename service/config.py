@@ -66,14 +66,15 @@ class Settings(BaseSettings):
     num_threads: int = Field(default=0, ge=0)
     """Intra-op threads of the torch engine (0 keeps torch's default: one per core)."""
 
-    batching: bool = False
-    """Batch concurrent requests into shared passes (dynamic batcher) instead of one at a time."""
+    batching: bool = True
+    """Batch concurrent requests for the same model into shared passes (dynamic batcher). Each
+    request keeps its own T, seed, threshold and metric; a lone request does not wait."""
 
     batch_wait_ms: float = Field(default=2.0, ge=0)
     """How long the batcher waits for more requests before running a pass, in milliseconds."""
 
     batch_max_rows: int = Field(default=64, ge=1)
-    """Most input rows the batcher puts into one pass."""
+    """Budget of one batched pass: at most batch_max_rows x T stacked rows (T the largest in it)."""
 
     @field_validator("default_model")
     @classmethod

@@ -223,8 +223,15 @@ def load_model(
     device: str = "auto",
     max_activation_mb: float = 256.0,
     engine: str = "torch",
+    precision: str = "float32",
 ) -> MCDropoutModel:
-    """Load a model folder (model.json + weights.safetensors) and check its dropout is live."""
+    """Load a model folder (model.json + weights.safetensors) and check its dropout is live.
+
+    engine: "torch" (CPU or CUDA; precision float32, or tf32/bf16 on CUDA) or "onnx"
+    (onnxruntime on the CPU, needs model.onnx from `mcdrop export-onnx`).
+    """
+    if engine not in ("torch", "onnx"):
+        raise ValueError(f"engine: expected 'torch' or 'onnx', got '{engine}'")
     path = Path(folder)
     manifest = read_manifest(path)
     if engine == "onnx":
@@ -234,7 +241,7 @@ def load_model(
     else:
         from service.engines.torch_engine import load_torch_engine
 
-        eng = load_torch_engine(path, manifest, device, max_activation_mb)
+        eng = load_torch_engine(path, manifest, device, max_activation_mb, precision)
     model = MCDropoutModel(path, manifest, eng)
     model.check_dropout_active()
     return model

@@ -23,7 +23,7 @@ from service.serving.runner import DirectRunner, Runner
 log = logging.getLogger("mcdrop.api")
 
 
-def make_runner(settings: Settings) -> Runner:
+def make_runner(settings: Settings, service_metrics: ServiceMetrics | None = None) -> Runner:
     """The one place that picks how samples are drawn: batched across requests, or directly."""
     if settings.batching:
         try:
@@ -32,7 +32,9 @@ def make_runner(settings: Settings) -> Runner:
             log.warning("MCDROP_BATCHING is set but this build has no batcher; serving directly")
         else:
             runner: Runner = BatchingRunner(
-                wait_ms=settings.batch_wait_ms, max_rows=settings.batch_max_rows
+                wait_ms=settings.batch_wait_ms,
+                max_rows=settings.batch_max_rows,
+                on_batch=service_metrics.observe_batch if service_metrics else None,
             )
             return runner
     return DirectRunner()
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_sample_rows=settings.max_sample_rows,
         max_returned_values=settings.max_returned_values,
     )
-    predictor = Predictor(registry, make_runner(settings), limits)
+    predictor = Predictor(registry, make_runner(settings, service_metrics), limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -60,6 +60,27 @@ class ServiceMetrics:
         self.model_ready = Gauge(
             "mcdrop_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r
         )
+        self.batch_jobs = Histogram(
+            "mcdrop_batch_requests",
+            "Requests stacked into one batched MC pass by the dynamic batcher.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "mcdrop_batch_stacked_rows",
+            "Stacked rows (sum of N x T) of one batched MC pass.",
+            ["model"],
+            buckets=(100, 1_000, 3_000, 10_000, 30_000, 100_000, 1_000_000),
+            registry=r,
+        )
+        self.batch_queue_delay = Histogram(
+            "mcdrop_batch_queue_delay_seconds",
+            "How long the oldest request of a batch waited before its pass started.",
+            ["model"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=r,
+        )
 
     def observe_request(self, route: str, model: str, status: int, seconds: float) -> None:
         self.requests.labels(route, model, str(status)).inc()
@@ -73,6 +94,11 @@ class ServiceMetrics:
         hist = self.uncertainty.labels(model)
         for value in pred.uncertainty.tolist():
             hist.observe(value)
+
+    def observe_batch(self, model: str, rows: int, jobs: int, queue_delay_s: float) -> None:
+        self.batch_jobs.labels(model).observe(jobs)
+        self.batch_rows.labels(model).observe(rows)
+        self.batch_queue_delay.labels(model).observe(queue_delay_s)
 
     def set_model_ready(self, model: str, ready: bool) -> None:
         self.model_ready.labels(model).set(1.0 if ready else 0.0)

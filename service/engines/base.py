@@ -50,7 +50,8 @@ def plan_chunks(jobs: list[tuple[int, int]], max_rows: int) -> list[list[Segment
     for j, (n, t) in enumerate(jobs):
         t0 = 0
         while t0 < t:
-            take = min(t - t0, (max_rows - used) // max(n, 1))
+            # max(0, ...): after a forced single sample wider than the budget, `used` exceeds it.
+            take = min(t - t0, max(0, max_rows - used) // max(n, 1))
             if take == 0:
                 if current:
                     chunks.append(current)

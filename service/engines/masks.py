@@ -12,6 +12,12 @@ torch.bernoulli).
 
 from __future__ import annotations
 
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -32,8 +38,22 @@ def quantised_keep(keep_prob: float) -> float:
     return keep_threshold(keep_prob) / _LANE_RANGE
 
 
+@functools.lru_cache(maxsize=4096)
+def _initial_state(seed: int, site: int) -> Any:
+    # Seeding through SeedSequence costs ~35 µs; a request touches each (seed, site) once per
+    # chunk, so the seeded state is computed once and copied (~3 µs) afterwards.
+    return np.random.PCG64(np.random.SeedSequence([seed, site])).state
+
+
+_scratch = threading.local()
+
+
 def _stream(seed: int, site: int, word_offset: int) -> np.random.PCG64:
-    bg = np.random.PCG64(np.random.SeedSequence([seed, site]))
+    """The (seed, site) stream advanced by word_offset words (a per-thread generator, reused)."""
+    bg: np.random.PCG64 | None = getattr(_scratch, "bg", None)
+    if bg is None:
+        bg = _scratch.bg = np.random.PCG64(0)
+    bg.state = _initial_state(seed, site)
     if word_offset:
         bg.advance(word_offset)
     return bg
@@ -66,3 +86,100 @@ def gaussian_noise(
     std = np.sqrt((1.0 - keep_prob) / keep_prob)
     noise: NDArray[np.float32] = (1.0 + std * z).astype(np.float32)
     return noise
+
+
+# ---------------------------------------------------------------- filling a pass's masks
+
+
+@dataclass(frozen=True)
+class MaskPiece:
+    """Lanes [offset, offset + count) of the (seed, site) stream, written at `dest` onwards."""
+
+    seed: int
+    site: int
+    offset: int
+    count: int
+    dest: int
+
+
+def piece_seed(piece: MaskPiece) -> int:
+    """A 63-bit seed for a device generator, keyed by (seed, site, first lane) of a piece."""
+    return int(
+        np.random.SeedSequence([piece.seed, piece.site, piece.offset]).generate_state(1, np.uint64)[
+            0
+        ]
+        >> np.uint64(1)
+    )
+
+
+# 2^16 words = 2^18 lanes per block: 512 KiB of raw bits, so each block's bits are still in L2
+# when they are compared, and no large temporary is allocated.
+_BLOCK_WORDS = 1 << 16
+
+
+def fill_keep(out: NDArray[np.bool_], pieces: list[MaskPiece], keep_prob: float) -> None:
+    """out[piece.dest : piece.dest + piece.count] = keep decisions of each piece's lanes."""
+    thr = keep_threshold(keep_prob)
+    for p in pieces:
+        first_word, skip = divmod(p.offset, LANES_PER_WORD)
+        bg = _stream(p.seed, p.site, first_word)
+        done = 0
+        while done < p.count:
+            take = min(p.count - done, _BLOCK_WORDS * LANES_PER_WORD - skip)
+            raw = bg.random_raw(-(-(skip + take) // LANES_PER_WORD))
+            lanes = raw.view(np.uint16)[skip : skip + take]
+            np.less(lanes, thr, out=out[p.dest + done : p.dest + done + take])
+            done += take
+            # The next block starts on a word boundary unless this one ended mid-word.
+            skip = (skip + take) % LANES_PER_WORD
+            if skip:
+                bg = _stream(p.seed, p.site, (p.offset + done) // LANES_PER_WORD)
+
+
+def split_pieces(pieces: list[MaskPiece], parts: int) -> list[list[MaskPiece]]:
+    """Cut the pieces into `parts` lists of nearly equal lane counts (streams jump, so any cut works)."""
+    total = sum(p.count for p in pieces)
+    share = -(-total // max(parts, 1))
+    out: list[list[MaskPiece]] = [[]]
+    room = share
+    for p in pieces:
+        offset, count, dest = p.offset, p.count, p.dest
+        while count:
+            if room == 0:
+                out.append([])
+                room = share
+            take = min(count, room)
+            out[-1].append(MaskPiece(p.seed, p.site, offset, take, dest))
+            offset, count, dest, room = offset + take, count - take, dest + take, room - take
+    return [part for part in out if part]
+
+
+class MaskFiller:
+    """Fills keep masks on `workers` threads: numpy's generators and ufuncs release the GIL.
+
+    Drawing masks is the serial part of an MC pass (torch already spreads the matrix products
+    over the cores), so it is split over as many threads as torch uses. The masks do not depend
+    on the split, so results are the same for any thread count.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._pool = (
+            ThreadPoolExecutor(self.workers - 1, thread_name_prefix="mcdrop-masks")
+            if self.workers > 1
+            else None
+        )
+
+    def fill(self, out: NDArray[np.bool_], pieces: list[MaskPiece], keep_prob: float) -> None:
+        if self._pool is None or sum(p.count for p in pieces) < _MIN_PARALLEL_LANES:
+            fill_keep(out, pieces, keep_prob)
+            return
+        parts = split_pieces(pieces, self.workers)
+        futures = [self._pool.submit(fill_keep, out, part, keep_prob) for part in parts[1:]]
+        fill_keep(out, parts[0], keep_prob)
+        for f in futures:
+            f.result()
+
+
+# Below this many lanes (~100 µs of work) a thread hand-off costs more than it saves.
+_MIN_PARALLEL_LANES = 1 << 17

@@ -1,0 +1,98 @@
+"""The dynamic batcher: batched answers equal lone ones, batches form, errors stay local."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.engines.base import SampleJob
+from service.model import MCDropoutModel, load_model
+from service.serving.batcher import BatchingRunner
+from service.serving.runner import DirectRunner
+
+
+@pytest.fixture(scope="module")
+def model(tiny_regression_dir: Path) -> MCDropoutModel:
+    return load_model(tiny_regression_dir, device="cpu")
+
+
+def _job(model: MCDropoutModel, rows: int, samples: int, seed: int) -> SampleJob:
+    x = np.random.default_rng(seed).standard_normal((rows, 3))
+    return SampleJob(model.prepare(x), samples, seed)
+
+
+async def _run_concurrently(runner: BatchingRunner, model: MCDropoutModel, jobs: list[SampleJob]):
+    await runner.start()
+    try:
+        return await asyncio.gather(
+            *(runner.sample(model, j) for j in jobs), return_exceptions=True
+        )
+    finally:
+        await runner.stop()
+
+
+def test_batched_equals_alone_and_keeps_each_jobs_parameters(model: MCDropoutModel) -> None:
+    batches: list[tuple[str, int, int, float]] = []
+    runner = BatchingRunner(wait_ms=200, max_rows=10_000, on_batch=lambda *a: batches.append(a))
+    # Different rows, T and seeds in one batch; the first job runs alone (nothing to wait for),
+    # the other five arrive while it runs and must form one batch.
+    jobs = [_job(model, 1 + i % 3, 10 + 7 * i, seed=100 + i) for i in range(6)]
+    results = asyncio.run(_run_concurrently(runner, model, jobs))
+    for job, res in zip(jobs, results, strict=True):
+        alone = model.engine.sample_many([job])[0]
+        assert isinstance(res, np.ndarray)
+        assert res.shape == (job.samples, job.rows, 1)
+        np.testing.assert_allclose(res, alone, rtol=1e-5, atol=1e-6)
+    assert sum(b[2] for b in batches) == len(jobs)
+    assert max(b[2] for b in batches) >= 2, f"no batch formed: {batches}"
+    assert all(b[0] == model.name and b[3] >= 0 for b in batches)
+    assert sum(b[1] for b in batches) == sum(j.rows * j.samples for j in jobs)
+
+
+def test_budget_limits_a_batch(model: MCDropoutModel) -> None:
+    batches: list[tuple[str, int, int, float]] = []
+    runner = BatchingRunner(wait_ms=200, max_rows=2, on_batch=lambda *a: batches.append(a))
+    jobs = [_job(model, 1, 20, seed=i) for i in range(7)]
+    asyncio.run(_run_concurrently(runner, model, jobs))
+    # Budget 2 rows x T=20: at most two one-row jobs per pass.
+    assert all(b[1] <= 2 * 20 for b in batches)
+    assert sum(b[2] for b in batches) == 7
+
+
+class _Failing:
+    """An engine wrapper that fails any pass containing a job with the poisoned seed."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def sample_many(self, jobs: list[SampleJob]) -> list[np.ndarray]:
+        if any(j.seed == 666 for j in jobs):
+            raise RuntimeError("poisoned job")
+        return self.inner.sample_many(jobs)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_an_error_in_one_job_does_not_fail_the_others(model: MCDropoutModel) -> None:
+    bad = MCDropoutModel(model.folder, model.manifest, _Failing(model.engine))  # type: ignore[arg-type]
+    runner = BatchingRunner(wait_ms=200, max_rows=10_000)
+    jobs = [_job(model, 2, 15, seed=s) for s in (1, 666, 2, 3)]
+    results = asyncio.run(_run_concurrently(runner, bad, jobs))
+    assert isinstance(results[1], RuntimeError)
+    for i in (0, 2, 3):
+        assert isinstance(results[i], np.ndarray)
+        np.testing.assert_allclose(results[i], model.engine.sample_many([jobs[i]])[0], rtol=1e-5)
+
+
+def test_direct_runner_matches(model: MCDropoutModel) -> None:
+    job = _job(model, 2, 12, seed=5)
+
+    async def go() -> np.ndarray:
+        r = DirectRunner()
+        await r.start()
+        out = await r.sample(model, job)
+        await r.stop()
+        return out
+
+    np.testing.assert_array_equal(asyncio.run(go()), model.engine.sample_many([job])[0])
