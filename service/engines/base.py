@@ -8,6 +8,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from service.engines.masks import MaskPiece
+
 
 @dataclass(frozen=True)
 class SampleJob:
@@ -79,3 +81,19 @@ class Engine(Protocol):
     def deterministic(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """Standard dropout: one pass with weights scaled by the keep probability, (N, D)."""
         ...
+
+
+def chunk_pieces(
+    chunk: list[Segment], jobs: list[SampleJob], site: int, elements: int
+) -> list[MaskPiece]:
+    """Where each segment's mask for one dropout site lies in its job's stream, and where it
+    goes in the chunk's stacked rows (sample-major within each segment)."""
+    pieces: list[MaskPiece] = []
+    dest = 0
+    for s in chunk:
+        job = jobs[s.job]
+        count = (s.t1 - s.t0) * job.rows * elements
+        offset = (job.first_sample + s.t0) * job.rows * elements
+        pieces.append(MaskPiece(job.seed, site, offset, count, dest))
+        dest += count
+    return pieces

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from service.artifact import Manifest
 from service.engines import masks
-from service.engines.base import SampleJob, Segment, plan_chunks
+from service.engines.base import SampleJob, Segment, chunk_pieces, plan_chunks
 from service.errors import ArtifactError
 
 ONNX_NAME = "model.onnx"
@@ -107,13 +107,7 @@ class OnnxEngine:
     def _draw(
         self, site: _OnnxSite, chunk: list[Segment], jobs: list[SampleJob], rows: int
     ) -> NDArray[np.float32]:
-        pieces, dest = [], 0
-        for s in chunk:
-            job = jobs[s.job]
-            count = (s.t1 - s.t0) * job.rows * site.elements
-            offset = (job.first_sample + s.t0) * job.rows * site.elements
-            pieces.append(masks.MaskPiece(job.seed, site.site, offset, count, dest))
-            dest += count
+        pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
         if site.noise == "bernoulli":
             keep = np.empty(rows * site.elements, np.bool_)
             self._filler.fill(keep, pieces, site.keep_prob)

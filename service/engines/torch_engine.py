@@ -23,7 +23,7 @@ from torch import nn
 
 from service.artifact import Manifest, load_weights
 from service.engines import masks
-from service.engines.base import SampleJob, Segment, plan_chunks
+from service.engines.base import SampleJob, Segment, chunk_pieces, plan_chunks
 from service.nets import MCDropout, build_net, expected_shapes
 
 _CACHE_CHUNK_BYTES = 4 * 2**20
@@ -250,14 +250,7 @@ class TorchEngine:
         rows = sum((s.t1 - s.t0) * jobs[s.job].rows for s in chunk)
         drawn: list[torch.Tensor] = []
         for site in self._sites.values():
-            pieces: list[masks.MaskPiece] = []
-            dest = 0
-            for s in chunk:
-                job = jobs[s.job]
-                count = (s.t1 - s.t0) * job.rows * site.elements
-                offset = (job.first_sample + s.t0) * job.rows * site.elements
-                pieces.append(masks.MaskPiece(job.seed, site.site, offset, count, dest))
-                dest += count
+            pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
             if self.device != "cpu":
                 drawn.append(self._device_noise(site, pieces, rows))
             elif site.noise == "bernoulli":
