@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from service.api.errors import install_error_handlers
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.api.routes import health, metrics, models, predict
+from service.api.routes import health, metrics, models, predict, v2
 from service.config import Settings
 from service.serving.predictor import Limits, Predictor
 from service.serving.registry import ModelRegistry
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = predictor
     app.state.metrics = service_metrics
     install_error_handlers(app)
-    for module in (predict, models, health, metrics):
+    for module in (predict, models, health, metrics, v2):
         app.include_router(module.router)
     # Added last = outermost: the request id exists before the body limit can answer 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

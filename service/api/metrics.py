@@ -86,9 +86,14 @@ class ServiceMetrics:
         self.requests.labels(route, model, str(status)).inc()
         self.latency.labels(route, model, str(status)).observe(seconds)
 
-    def observe_prediction(self, model: str, pred: Prediction) -> None:
+    def observe_prediction(
+        self, model: str, pred: Prediction, samples_drawn: int | None = None
+    ) -> None:
         n = int(pred.abstain.shape[0])
-        self.mc_samples.labels(model).inc(pred.samples * n)
+        # Adaptive requests draw a different T per row and pass the total.
+        self.mc_samples.labels(model).inc(
+            pred.samples * n if samples_drawn is None else samples_drawn
+        )
         self.rows.labels(model).inc(n)
         self.abstentions.labels(model).inc(int(np.count_nonzero(pred.abstain)))
         hist = self.uncertainty.labels(model)

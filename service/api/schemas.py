@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from service.model import MAX_SEED
 
@@ -36,6 +45,18 @@ _INPUTS_SCHEMA = {
     },
 }
 
+
+def _int_or_auto(v: Any) -> int | Literal["auto"] | None:
+    """samples: an integer (never a bool or a float) or the string "auto"."""
+    if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool)):
+        return v  # type: ignore[no-any-return]
+    raise ValueError('expected an integer or "auto"')
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
 ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
 
 
@@ -49,11 +70,28 @@ class PredictRequest(BaseModel):
         description="N rows of finite numbers; each a flat feature list or a nested array "
         "matching the model's input_shape.",
     )
-    samples: int | None = Field(
+    samples: Annotated[
+        int | Literal["auto"] | None,
+        PlainValidator(_int_or_auto),
+        WithJsonSchema({"anyOf": [{"type": "integer"}, {"const": "auto"}, {"type": "null"}]}),
+    ] = Field(
+        default=None,
+        description="T, the number of stochastic forward passes (default: the model's "
+        'default_samples; at most its max_samples), or "auto": sample in rounds and stop '
+        "each row once its abstain decision is settled (see max_samples, confidence).",
+    )
+    max_samples: int | None = Field(
         default=None,
         strict=True,
-        description="T, the number of stochastic forward passes (default: the model's "
-        "default_samples; at most its max_samples).",
+        description='With samples "auto": the most samples a row may use (default: the '
+        "model's default_samples).",
+    )
+    confidence: float | None = Field(
+        default=None,
+        gt=0.5,
+        lt=1.0,
+        description='With samples "auto": confidence that a row stopped early is on the '
+        "right side of the threshold (default 0.99).",
     )
     seed: int | None = Field(
         default=None,
@@ -81,6 +119,17 @@ class PredictRequest(BaseModel):
         description="Also return the raw T×N×D samples (regression: target units; "
         "classification: softmax probabilities).",
     )
+
+    @field_validator("max_samples", "confidence", "return_samples")
+    @classmethod
+    def _auto_options(cls, v: Any, info: ValidationInfo) -> Any:
+        auto = info.data.get("samples") == "auto"
+        if info.field_name == "return_samples":
+            if v and auto:
+                raise ValueError('not available with samples "auto"')
+        elif v is not None and not auto:
+            raise ValueError('applies only with samples "auto"')
+        return v
 
     @field_validator("inputs")
     @classmethod
@@ -117,6 +166,26 @@ class PredictionBase(BaseModel):
     abstain: bool = Field(
         description="True when the uncertainty is above the threshold: refer the item."
     )
+    # Only with samples "auto" (left out of the JSON otherwise).
+    samples_used: int | None = Field(
+        default=None, exclude_if=_absent, description='samples "auto": the T this row used.'
+    )
+    mean_se: list[float] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='samples "auto": MC standard error of each mean value.',
+    )
+    uncertainty_se: float | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='samples "auto": MC standard error of the uncertainty.',
+    )
+    decision_settled: bool | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='samples "auto": true when the row stopped early because the confidence '
+        "interval of its uncertainty cleared the threshold; false when it ran to max_samples.",
+    )
 
 
 class RegressionPrediction(PredictionBase):
@@ -152,7 +221,10 @@ class PredictResponse(BaseModel):
     model: str = Field(description="Name of the model that answered.")
     version: str = Field(description="That model's version.")
     task: Literal["regression", "classification"] = Field(description="The model's task.")
-    samples: int = Field(description="T, the number of stochastic passes used.")
+    samples: int = Field(
+        description='T, the number of stochastic passes used (samples "auto": the largest '
+        "samples_used of any row)."
+    )
     seed: int = Field(description="Seed used; send it back to reproduce this answer.")
     threshold: float = Field(description="Abstain threshold used.")
     uncertainty_metric: str = Field(description="Uncertainty compared with the threshold.")

@@ -165,3 +165,42 @@ async def test_shipped_regression_model_agrees_with_load_model(client: httpx.Asy
     other_mean = np.array([r["mean"][0] for r in other["predictions"]])
     se = np.sqrt(2 * lib.epistemic_variance[:, 0] / t)
     assert np.all(np.abs(other_mean - lib.mean[:, 0]) < 5 * se)
+
+
+async def test_samples_auto_reports_per_row_sampling(client: httpx.AsyncClient) -> None:
+    body = {"inputs": [CLF_ROW, [3.0, 3.0, -3.0, 0.0]], "samples": "auto", "max_samples": 64,
+            "seed": 4}  # fmt: skip
+    r = await client.post("/v1/models/tiny_clf/predict", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["samples"] == max(p["samples_used"] for p in out["predictions"])
+    for p in out["predictions"]:
+        assert 16 <= p["samples_used"] <= 64
+        assert p["decision_settled"] == (p["samples_used"] < 64)
+        assert len(p["mean_se"]) == len(p["mean"]) and p["uncertainty_se"] >= 0
+    again = await client.post("/v1/models/tiny_clf/predict", json=body)
+    assert again.json()["predictions"] == out["predictions"]  # the seed reproduces it
+
+
+async def test_fixed_samples_leave_the_adaptive_fields_out(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/models/tiny_clf/predict", json={"inputs": [CLF_ROW], "samples": 8})
+    assert "samples_used" not in r.json()["predictions"][0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"samples": 10, "max_samples": 20}, "max_samples"),
+        ({"confidence": 0.9}, "confidence"),
+        ({"samples": "auto", "return_samples": True}, "return_samples"),
+        ({"samples": "lots"}, "samples"),
+        ({"samples": "auto", "confidence": 1.0}, "confidence"),
+        ({"samples": "auto", "max_samples": 1}, "max_samples"),
+    ],
+)
+async def test_bad_auto_options_are_422_naming_the_field(
+    client: httpx.AsyncClient, extra: dict[str, Any], field: str
+) -> None:
+    r = await client.post("/v1/models/tiny_clf/predict", json={"inputs": [CLF_ROW], **extra})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"].startswith(field)

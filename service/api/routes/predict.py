@@ -16,6 +16,7 @@ from service.api.schemas import (
     RegressionPrediction,
 )
 from service.model import MCDropoutModel, Prediction
+from service.serving.adaptive import predict_adaptive
 from service.serving.predictor import PredictParams
 
 router = APIRouter(tags=["predict"])
@@ -53,6 +54,9 @@ async def _predict(
     if resolved in registry.entries:  # only known names label metrics: no unbounded label sets
         request.state.model = resolved
     model = predictor.model(resolved)
+    assert resolved is not None  # predictor.model found it
+    if body.samples == "auto":
+        return await _predict_auto(resolved, model, body, request, predictor, metrics)
     params = PredictParams(
         samples=body.samples,
         seed=body.seed,
@@ -61,9 +65,36 @@ async def _predict(
         return_samples=body.return_samples,
     )
     pred = await predictor.predict(model, body.inputs, params)
-    assert resolved is not None  # predictor.model found it
     metrics.observe_prediction(resolved, pred)
     return to_response(resolved, model, pred, str(request.state.request_id))
+
+
+async def _predict_auto(
+    name: str,
+    model: MCDropoutModel,
+    body: PredictRequest,
+    request: Request,
+    predictor: PredictorDep,
+    metrics: MetricsDep,
+) -> PredictResponse:
+    out = await predict_adaptive(
+        predictor,
+        model,
+        body.inputs,
+        seed=body.seed,
+        threshold=body.threshold,
+        metric=body.uncertainty_metric,
+        max_samples=body.max_samples,
+        confidence=body.confidence,
+    )
+    metrics.observe_prediction(name, out.prediction, int(out.samples_used.sum()))
+    response = to_response(name, model, out.prediction, str(request.state.request_id))
+    used, settled = out.samples_used.tolist(), out.decision_settled.tolist()
+    mean_se, unc_se = out.mean_se.tolist(), out.uncertainty_se.tolist()
+    for i, row in enumerate(response.predictions):
+        row.samples_used, row.decision_settled = used[i], settled[i]
+        row.mean_se, row.uncertainty_se = mean_se[i], unc_se[i]
+    return response
 
 
 def to_response(

@@ -1,0 +1,91 @@
+"""samples "auto" through the serving loop: a linear model whose true uncertainty is known."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.serving.adaptive import predict_adaptive
+from service.serving.predictor import Limits, Predictor, PredictParams
+from service.serving.registry import ModelRegistry
+from service.serving.runner import DirectRunner
+from tests.helpers import linear_model_dir
+
+W = np.array([1.0, -1.0, 0.5, 2.0])
+KEEP = 0.5  # input dropout 0.5: each term w_i m_i x_i / keep is a fair coin flip
+
+
+@pytest.fixture
+async def predictor(tmp_path: Path) -> Predictor:
+    linear_model_dir(tmp_path / "lin", W, bias=0.3, input_rate=1 - KEEP, tau=4.0)
+    registry = ModelRegistry(tmp_path)
+    registry.load_all()
+    p = Predictor(registry, DirectRunner(), Limits(max_sample_rows=10_000_000))
+    await p.runner.start()
+    return p
+
+
+def _true_std(x: np.ndarray) -> np.ndarray:
+    # y = Σ w_i m_i x_i / keep + b with m_i ~ Bernoulli(keep): Var y = Σ w_i² x_i² (1-keep)/keep;
+    # the std metric adds the noise 1/τ = 0.25.
+    return np.sqrt((W**2 * x**2).sum(axis=1) * (1 - KEEP) / KEEP + 0.25)
+
+
+@pytest.mark.anyio
+async def test_wrong_early_decisions_stay_under_one_minus_confidence(predictor: Predictor) -> None:
+    rng = np.random.default_rng(5)
+    n = 1000
+    x = rng.normal(size=(n, 4))
+    # Scale each row so its true std lands uniformly in [0.6, 1.6] around the threshold 1.0.
+    target = rng.uniform(0.6, 1.6, size=n)
+    x *= np.sqrt((target**2 - 0.25) / (_true_std(x) ** 2 - 0.25))[:, None]
+    truth = _true_std(x) > 1.0
+    model = predictor.model("lin")
+    out = await predict_adaptive(
+        predictor, model, x.tolist(), seed=1, threshold=1.0, metric="std",
+        max_samples=256, confidence=0.99,
+    )  # fmt: skip
+    early = out.decision_settled
+    wrong = early & (out.prediction.abstain != truth)
+    # Binomial bound as in tests/test_adaptive.py: rate ≤ 0.01 + 3·sqrt(0.01·0.99/n).
+    assert wrong.mean() <= 0.01 + 3 * math.sqrt(0.01 * 0.99 / n)
+    assert early.mean() > 0.5 and out.samples_used[early].max() < 256
+    assert (out.samples_used[~early] == 256).all()
+    await predictor.runner.stop()
+
+
+@pytest.mark.anyio
+async def test_a_row_exactly_at_the_threshold_runs_to_the_cap(predictor: Predictor) -> None:
+    # x = 0: every sample is the bias, so the std is exactly sqrt(1/τ) = 0.5 with zero MC error;
+    # its interval is the point 0.5, which is on neither side of a threshold of 0.5.
+    model = predictor.model("lin")
+    rows = [[0.0] * 4, [5.0, 5.0, 5.0, 5.0]]
+    out = await predict_adaptive(
+        predictor, model, rows, seed=2, threshold=0.5, metric="std", max_samples=100,
+        confidence=0.99,
+    )  # fmt: skip
+    assert out.samples_used.tolist() == [100, 16]
+    assert out.decision_settled.tolist() == [False, True]
+    assert out.prediction.abstain.tolist() == [False, True]
+    assert out.uncertainty_se[0] == 0.0
+    await predictor.runner.stop()
+
+
+@pytest.mark.anyio
+async def test_rounds_continue_the_seed_streams(predictor: Predictor) -> None:
+    # A row that never settles draws samples 0..T-1 over its rounds: the same samples as one
+    # fixed run of T with the same seed, so the same mean and uncertainty.
+    model = predictor.model("lin")
+    row = [[0.4, -0.2, 0.9, 0.1]]
+    out = await predict_adaptive(
+        predictor, model, row, seed=9, threshold=None, metric=None, max_samples=64,
+        confidence=0.999999999,
+    )  # fmt: skip
+    assert out.samples_used.tolist() == [64]
+    fixed = await predictor.predict(model, row, PredictParams(samples=64, seed=9))
+    np.testing.assert_allclose(out.prediction.mean, fixed.mean, rtol=1e-12)
+    np.testing.assert_allclose(out.prediction.uncertainty, fixed.uncertainty, rtol=1e-12)
+    await predictor.runner.stop()
