@@ -81,6 +81,12 @@ class PredictRequest(BaseModel):
         description="Also return the raw T×N×D samples (regression: target units; "
         "classification: softmax probabilities).",
     )
+    refer: bool = Field(
+        default=True,
+        strict=True,
+        description="Record rows with abstain true in the referral queue for a person to "
+        "answer (their referral_id is returned); false opts this request out.",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -116,6 +122,11 @@ class PredictionBase(BaseModel):
     uncertainty: float = Field(description="The value compared with the threshold.")
     abstain: bool = Field(
         description="True when the uncertainty is above the threshold: refer the item."
+    )
+    referral_id: str | None = Field(
+        default=None,
+        description="Id of this row in the referral queue (GET /v1/referrals/{id}) when it "
+        "abstained and was recorded; null otherwise.",
     )
 
 
