@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     """Local append-only file holding referrals the store did not take in time; replayed into the
     store at start-up and every few seconds."""
 
-    referral_write_timeout_ms: float = Field(default=250.0, gt=0)
+    referral_write_timeout_ms: float = Field(default=500.0, gt=0)
     """How long a prediction waits for its referrals' database insert before spooling them."""
 
     referral_claim_lease_s: float = Field(default=300.0, gt=0)

@@ -48,7 +48,7 @@ class ReferralRecorder:
         spool_path: str | Path,
         metrics: ReferralMetrics,
         store_inputs: bool = True,
-        write_timeout_s: float = 0.25,
+        write_timeout_s: float = 0.5,
         webhook: WebhookSender | None = None,
         retry_interval_s: float = 5.0,
         max_in_flight: int = 4,
@@ -163,6 +163,7 @@ class ReferralRecorder:
         if done.cancelled() or done.exception() is not None:
             return
         inserted = set(done.result())
+        self._down_until = 0.0  # slow but working: the next write tries the store again
         self.metrics.recorded.labels("direct").inc(len(inserted))
         if self.webhook is not None:
             self.webhook.notify([r for r in rows if r["id"] in inserted])
@@ -186,7 +187,7 @@ class ReferralRecorder:
             return True
         loop = asyncio.get_running_loop()
         try:
-            self.store = await loop.run_in_executor(self._db, ReferralStore.open, self.database_url)
+            self.store = await loop.run_in_executor(self._db, _open_warm, self.database_url)
         except Exception as e:
             log.error("referral store %s is unavailable (%s: %s); referrals go to the spool %s "
                       "until it is back", redacted(self.database_url), type(e).__name__, e,
@@ -221,6 +222,12 @@ class ReferralRecorder:
             await asyncio.sleep(self.retry_interval_s)
             if await self._open() and (self.spool.waiting() or self.spool.path.exists()):
                 await self.replay()
+
+
+def _open_warm(url: str) -> ReferralStore:
+    store = ReferralStore.open(url)
+    store.warm_up()
+    return store
 
 
 def _replay(spool: Spool, store: ReferralStore) -> list[dict[str, Any]]:
