@@ -10,7 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     OMP_WAIT_POLICY=PASSIVE \
     MCDROP_HOST=0.0.0.0 \
     MCDROP_PORT=8000 \
-    MCDROP_MODEL_DIR=/app/models
+    MCDROP_MODEL_DIR=/app/models \
+    MCDROP_DATABASE_URL=sqlite:////var/lib/mcdrop/referrals.db \
+    MCDROP_REFERRAL_SPOOL=/var/lib/mcdrop/referrals.spool.jsonl
 
 WORKDIR /app
 
@@ -18,7 +20,11 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY service ./service
 RUN pip install --no-cache-dir -c constraints.txt . \
-    && useradd --create-home --uid 10001 mcdrop
+    && useradd --create-home --uid 10001 mcdrop \
+    && mkdir -p /var/lib/mcdrop && chown 10001 /var/lib/mcdrop
+
+# The referral queue (SQLite file and spool) lives here; mount a volume to keep it.
+VOLUME ["/var/lib/mcdrop"]
 
 COPY --chown=root:root models ./models
 

@@ -11,6 +11,7 @@ COMMANDS = [
     "service.commands.train",
     "service.commands.serve",
     "service.commands.export_onnx",
+    "service.commands.referrals",
 ]
 
 

@@ -76,9 +76,43 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(default=64, ge=1)
     """Budget of one batched pass: at most batch_max_rows x T stacked rows (T the largest in it)."""
 
+    referrals: bool = True
+    """Record every abstained row in the referral store (unless the request sends "refer":
+    false) and serve the review API (/v1/referrals) and page (/review)."""
+
+    database_url: str = "sqlite:///mcdrop-referrals.db"
+    """SQLAlchemy URL of the referral store. The default is a SQLite file in the working
+    directory; postgresql+psycopg://user:pass@host/db lets several replicas share one queue."""
+
+    referral_store_inputs: bool = True
+    """Keep each referred row's input; false keeps only its SHA-256 (the page then shows no input)."""
+
+    referral_spool: str = "mcdrop-referrals.spool.jsonl"
+    """Local append-only file holding referrals the store did not take in time; replayed into the
+    store at start-up and every few seconds."""
+
+    referral_write_timeout_ms: float = Field(default=500.0, gt=0)
+    """How long a prediction waits for its referrals' database insert before spooling them."""
+
+    referral_claim_lease_s: float = Field(default=300.0, gt=0)
+    """How long a claim hides a referral from other reviewers, when the claim names no lease."""
+
+    referral_webhook: str | None = None
+    """URL that receives a POST for each new referral (best effort, off the prediction path)."""
+
+    referral_webhook_timeout_s: float = Field(default=5.0, gt=0)
+    """Timeout of one webhook POST; failed POSTs are retried 3 times with backoff."""
+
     @field_validator("default_model")
     @classmethod
     def _valid_default(cls, v: str | None) -> str | None:
         if v is not None and not valid_model_name(v):
             raise ValueError("model names are letters, digits, '.', '_' and '-' (no '..')")
+        return v
+
+    @field_validator("referral_webhook")
+    @classmethod
+    def _http_webhook(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
         return v

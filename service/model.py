@@ -45,6 +45,7 @@ class Prediction:
     mutual_information: NDArray[np.float64] | None = None
     variation_ratio: NDArray[np.float64] | None = None
     raw_samples: NDArray[np.float32] | None = None  # (T, N, D), original units / probabilities
+    referral_ids: list[str | None] | None = None  # per row, set when abstained rows were referred
 
 
 def metrics_for(task: str) -> tuple[str, ...]:

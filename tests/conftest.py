@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _referral_store_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every app a test builds records referrals under tmp, never in the working directory
+    (tests that need their own store pass database_url/referral_spool explicitly)."""
+    folder = tmp_path_factory.mktemp("referrals")
+    saved = {k: os.environ.get(k) for k in ("MCDROP_DATABASE_URL", "MCDROP_REFERRAL_SPOOL")}
+    os.environ["MCDROP_DATABASE_URL"] = f"sqlite:///{folder / 'referrals.db'}"
+    os.environ["MCDROP_REFERRAL_SPOOL"] = str(folder / "spool.jsonl")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from service.api.errors import install_error_handlers
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.api.routes import health, metrics, models, predict, v2
+from service.api.routes import health, metrics, models, predict, referrals, review, v2
 from service.config import Settings
 from service.serving.predictor import Limits, Predictor
 from service.serving.registry import ModelRegistry
@@ -65,7 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_sample_rows=settings.max_sample_rows,
         max_returned_values=settings.max_returned_values,
     )
-    predictor = Predictor(registry, make_runner(settings, service_metrics), limits)
+    recorder = None
+    if settings.referrals:
+        from service.referrals.recorder import recorder_from_settings
+
+        recorder = recorder_from_settings(settings, service_metrics.registry)
+    predictor = Predictor(registry, make_runner(settings, service_metrics), limits, recorder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,9 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ready = sorted(n for n, e in registry.entries.items() if e.ready)
         log.info("serving %d model(s) from '%s': %s", len(ready), registry.model_dir, ready)
         await predictor.runner.start()
+        if recorder is not None:
+            await recorder.start()
         try:
             yield
         finally:
+            if recorder is not None:
+                await recorder.stop()
             await predictor.runner.stop()
 
     app = FastAPI(
@@ -89,9 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.predictor = predictor
     app.state.metrics = service_metrics
+    app.state.referrals = recorder
     install_error_handlers(app)
     for module in (predict, models, health, metrics, v2):
         app.include_router(module.router)
+    if recorder is not None:
+        app.include_router(referrals.router)
+        app.include_router(review.router)
     # Added last = outermost: the request id exists before the body limit can answer 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)

@@ -119,6 +119,12 @@ class PredictRequest(BaseModel):
         description="Also return the raw T×N×D samples (regression: target units; "
         "classification: softmax probabilities).",
     )
+    refer: bool = Field(
+        default=True,
+        strict=True,
+        description="Record rows with abstain true in the referral queue for a person to "
+        "answer (their referral_id is returned); false opts this request out.",
+    )
 
     @field_validator("max_samples", "confidence", "return_samples")
     @classmethod
@@ -185,6 +191,11 @@ class PredictionBase(BaseModel):
         exclude_if=_absent,
         description='samples "auto": true when the row stopped early because the confidence '
         "interval of its uncertainty cleared the threshold; false when it ran to max_samples.",
+    )
+    referral_id: str | None = Field(
+        default=None,
+        description="Id of this row in the referral queue (GET /v1/referrals/{id}) when it "
+        "abstained and was recorded; null otherwise.",
     )
 
 

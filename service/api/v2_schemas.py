@@ -41,6 +41,7 @@ REQUEST_PARAMETERS = (
     "uncertainty_metric",
     "max_samples",
     "confidence",
+    "refer",
     "binary_data_output",
 )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +17,9 @@ from service.errors import InvalidInput
 from service.model import MCDropoutModel, Prediction, draw_seed
 from service.serving.registry import ModelRegistry
 from service.serving.runner import Runner
+
+if TYPE_CHECKING:
+    from service.referrals.recorder import ReferralRecorder
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class PredictParams:
     threshold: float | None = None
     metric: str | None = None
     return_samples: bool = False
+    refer: bool = True  # record abstained rows in the referral store
+    request_id: str = ""
 
 
 def _invalid(field: str, msg: str) -> InvalidInput:
@@ -47,10 +52,17 @@ def _invalid(field: str, msg: str) -> InvalidInput:
 class Predictor:
     """Ties the registry, the runner and the limits together; one per app."""
 
-    def __init__(self, registry: ModelRegistry, runner: Runner, limits: Limits) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        runner: Runner,
+        limits: Limits,
+        referrals: ReferralRecorder | None = None,
+    ) -> None:
         self.registry = registry
         self.runner = runner
         self.limits = limits
+        self.referrals = referrals
 
     def max_samples(self, model: MCDropoutModel) -> int:
         return min(model.manifest.max_samples, self.limits.max_samples)
@@ -88,6 +100,11 @@ class Predictor:
         # The maths over T×N×D values can take a while for large requests: keep it off the loop.
         pred = await asyncio.to_thread(_summarize, model, raw, seed, params)
         _check_finite(pred)
+        if self.referrals is not None and params.refer and pred.abstain.any():
+            # Never raises, and never waits past its write timeout (see ReferralRecorder).
+            pred.referral_ids = await self.referrals.record(
+                model.folder.name, model, inputs, pred, params.request_id
+            )
         return pred
 
     def _samples(self, model: MCDropoutModel, samples: int | None) -> int:

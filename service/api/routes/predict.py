@@ -63,6 +63,8 @@ async def _predict(
         threshold=body.threshold,
         metric=body.uncertainty_metric,
         return_samples=body.return_samples,
+        refer=body.refer,
+        request_id=str(request.state.request_id),
     )
     pred = await predictor.predict(model, body.inputs, params)
     metrics.observe_prediction(resolved, pred)
@@ -103,6 +105,7 @@ def to_response(
     """Prediction arrays → one object per row. `tolist()` converts whole arrays at C speed."""
     mean, var = pred.mean.tolist(), pred.variance.tolist()
     unc, abstain = pred.uncertainty.tolist(), pred.abstain.tolist()
+    ref = pred.referral_ids or [None] * len(abstain)
     rows: list[RegressionPrediction] | list[ClassificationPrediction]
     if pred.task == "regression":
         assert pred.std is not None and pred.epistemic_variance is not None
@@ -115,6 +118,7 @@ def to_response(
                 variance=var[i],
                 uncertainty=unc[i],
                 abstain=abstain[i],
+                referral_id=ref[i],
                 std=std[i],
                 epistemic_variance=epi[i],
                 aleatoric_variance=alea[i],
@@ -135,6 +139,7 @@ def to_response(
                 variance=var[i],
                 uncertainty=unc[i],
                 abstain=abstain[i],
+                referral_id=ref[i],
                 probabilities=probs[i],
                 label=labels[i],
                 class_label=names[labels[i]] if names else None,

@@ -200,9 +200,13 @@ async def infer(
         for key in ("max_samples", "confidence"):
             if key in params:
                 raise ProtocolError(f'parameters.{key}: applies only with samples "auto"')
+        refer = params.get("refer", True)
+        if not isinstance(refer, bool):
+            raise ProtocolError("parameters.refer: expected a boolean")
         p = PredictParams(
             samples=_int(params, "samples"), seed=_int(params, "seed"),
             threshold=_float(params, "threshold"), metric=_str(params, "uncertainty_metric"),
+            refer=refer, request_id=str(request.state.request_id),
         )  # fmt: skip
         pred = await predictor.predict(model, rows, p)
         metrics.observe_prediction(name, pred)
@@ -217,6 +221,9 @@ async def infer(
     }  # fmt: skip
     if adaptive is not None:
         head["parameters"].update(max_samples=adaptive.max_samples, confidence=adaptive.confidence)
+    if pred.referral_ids and any(pred.referral_ids):
+        # Referred rows' ids in the queue, row-aligned (null where the row was not referred).
+        head["parameters"]["referral_ids"] = pred.referral_ids
     body, json_length = encode_response(
         head, [(n, tensors[n][0], tensors[n][1], binary_out) for n, binary_out in wanted]
     )

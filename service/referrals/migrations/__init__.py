@@ -1,0 +1,1 @@
+"""Alembic migrations of the referral store (script_location `service.referrals:migrations`)."""

@@ -1,0 +1,260 @@
+"""The prediction path's side of the referral queue.
+
+`record` gives every abstained row an id, then makes the rows durable before the prediction
+answers, without ever failing it and without holding the event loop:
+
+1. the database insert runs on a small thread pool of its own, awaited for at most
+   MCDROP_REFERRAL_WRITE_TIMEOUT_MS;
+2. when it times out or fails (or the store is known to be down, or too many writes are in
+   flight) the rows are appended to the local spool file and fsynced instead;
+3. only when the spool fails too (the disk) is a row lost: it is counted in /metrics, logged,
+   and its `referral_id` in the answer is null, so a client never holds an id that points
+   nowhere.
+
+A background task re-opens the store when it was down and replays the spool into it. The work
+of one `record` call is shielded from the request's cancellation, and `stop` waits for it, so a
+client hanging up or a graceful shutdown cannot strand rows between the two steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from service.model import MCDropoutModel, Prediction
+from service.referrals.database import redacted
+from service.referrals.metrics import ReferralMetrics
+from service.referrals.records import new_referral_id, referral_rows
+from service.referrals.spool import Spool
+from service.referrals.store import ReferralStore
+from service.referrals.webhook import WebhookSender
+
+log = logging.getLogger("mcdrop.referrals")
+
+_ROWS_BUILT_ON_LOOP = 16  # building more rows (hashing inputs) moves to a thread
+
+
+class ReferralRecorder:
+    """Owns the store connection, the spool and the webhook for one app."""
+
+    def __init__(
+        self,
+        database_url: str,
+        spool_path: str | Path,
+        metrics: ReferralMetrics,
+        store_inputs: bool = True,
+        write_timeout_s: float = 0.5,
+        webhook: WebhookSender | None = None,
+        retry_interval_s: float = 5.0,
+        max_in_flight: int = 4,
+    ) -> None:
+        self.database_url = database_url
+        self.spool = Spool(spool_path)
+        self.metrics = metrics
+        self.store_inputs = store_inputs
+        self.write_timeout_s = write_timeout_s
+        self.webhook = webhook
+        self.retry_interval_s = retry_interval_s
+        self.max_in_flight = max_in_flight
+        self.store: ReferralStore | None = None
+        self._db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mcdrop-referral-db")
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcdrop-referral-spool")
+        self._in_flight = 0
+        self._down_until = 0.0  # while the store is failing, go straight to the spool
+        self._pending: set[asyncio.Task[list[str | None]]] = set()
+        self._maintainer: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Open (and migrate) the store, replay what an earlier run spooled, start the
+        background replay and the webhook. A store that is down does not stop start-up."""
+        await self._open()
+        await self.replay()
+        self._maintainer = asyncio.create_task(self._maintain(), name="mcdrop-referral-replay")
+        if self.webhook is not None:
+            await self.webhook.start()
+
+    async def stop(self) -> None:
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintainer
+        if self._pending:  # records on their way to the store or the spool
+            await asyncio.wait(self._pending, timeout=self.write_timeout_s + 10)
+        await self.replay()
+        if self.webhook is not None:
+            await self.webhook.stop()
+        self._db.shutdown(wait=False, cancel_futures=True)
+        self._disk.shutdown(wait=True)
+        if self.store is not None:
+            self.store.close()
+
+    @property
+    def available(self) -> bool:
+        return self.store is not None
+
+    # ------------------------------------------------------------------ the prediction path
+
+    async def record(
+        self,
+        name: str,
+        model: MCDropoutModel,
+        inputs: list[Any],
+        pred: Prediction,
+        request_id: str,
+    ) -> list[str | None]:
+        """Referral ids per row (None for rows not referred, or lost); never raises."""
+        ids: list[str | None] = [new_referral_id() if a else None for a in pred.abstain.tolist()]
+        if not any(ids):
+            return ids
+        args = (name, model, inputs, pred, request_id, ids, self.store_inputs)
+        if sum(i is not None for i in ids) <= _ROWS_BUILT_ON_LOOP:
+            rows = referral_rows(*args)
+        else:
+            rows = await asyncio.to_thread(referral_rows, *args)
+        task = asyncio.create_task(self._persist(rows, ids))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return await asyncio.shield(task)
+
+    async def _persist(self, rows: list[dict[str, Any]], ids: list[str | None]) -> list[str | None]:
+        try:
+            if await self._write(rows) or await self._to_spool(rows):
+                return ids
+        except Exception:  # never let bookkeeping fail a prediction
+            log.exception("referral write failed unexpectedly")
+        self.metrics.lost.inc(len(rows))
+        return [None] * len(ids)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> bool:
+        store = self.store
+        if store is None or time.monotonic() < self._down_until:
+            self.metrics.store_failures.labels("unavailable").inc(len(rows))
+            return False
+        if self._in_flight >= self.max_in_flight:
+            self.metrics.store_failures.labels("busy").inc(len(rows))
+            return False
+        loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        done: Future[list[str]] = self._db.submit(store.add, rows)
+        # Runs whenever the insert ends, even after we stopped waiting: a late success still
+        # counts and notifies (the spooled copy is then skipped on replay).
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._write_ended, f, rows))
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(done), self.write_timeout_s)
+            return True
+        except TimeoutError:
+            reason = "timeout"
+        except Exception as e:
+            reason = "error"
+            log.warning("referral store write failed (%s: %s); spooling", type(e).__name__, e)
+        self.metrics.store_failures.labels(reason).inc(len(rows))
+        self._down_until = time.monotonic() + self.retry_interval_s
+        return False
+
+    def _write_ended(self, done: Future[list[str]], rows: list[dict[str, Any]]) -> None:
+        self._in_flight -= 1
+        if done.cancelled() or done.exception() is not None:
+            return
+        inserted = set(done.result())
+        self._down_until = 0.0  # slow but working: the next write tries the store again
+        self.metrics.recorded.labels("direct").inc(len(inserted))
+        if self.webhook is not None:
+            self.webhook.notify([r for r in rows if r["id"] in inserted])
+
+    async def _to_spool(self, rows: list[dict[str, Any]]) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._disk, self.spool.append, rows)
+        except OSError as e:
+            log.error("referral spool %s failed (%s); %d referral(s) lost",
+                      self.spool.path, e, len(rows))  # fmt: skip
+            return False
+        self.metrics.spooled.inc(len(rows))
+        self.metrics.spool_pending.inc(len(rows))
+        return True
+
+    # ------------------------------------------------------------------ background
+
+    async def _open(self) -> bool:
+        if self.store is not None:
+            return True
+        loop = asyncio.get_running_loop()
+        try:
+            self.store = await loop.run_in_executor(self._db, _open_warm, self.database_url)
+        except Exception as e:
+            log.error("referral store %s is unavailable (%s: %s); referrals go to the spool %s "
+                      "until it is back", redacted(self.database_url), type(e).__name__, e,
+                      self.spool.path)  # fmt: skip
+            return False
+        log.info("referral store: %s", redacted(self.database_url))
+        return True
+
+    async def replay(self) -> int:
+        """Move every spooled row into the store; returns how many were new to it."""
+        if self.store is None:
+            return 0
+        store, loop = self.store, asyncio.get_running_loop()
+        try:
+            replayed = await loop.run_in_executor(self._db, _replay, self.spool, store)
+        except Exception as e:
+            log.warning("referral spool replay failed (%s: %s); will retry", type(e).__name__, e)
+            return 0
+        finally:
+            with contextlib.suppress(OSError):
+                self.metrics.spool_pending.set(self.spool.pending())
+        if replayed:
+            self._down_until = 0.0
+            log.info("replayed %d spooled referral(s) into the store", len(replayed))
+            self.metrics.recorded.labels("replayed").inc(len(replayed))
+            if self.webhook is not None:
+                self.webhook.notify(replayed)
+        return len(replayed)
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.retry_interval_s)
+            if await self._open() and (self.spool.waiting() or self.spool.path.exists()):
+                await self.replay()
+
+
+def _open_warm(url: str) -> ReferralStore:
+    store = ReferralStore.open(url)
+    store.warm_up()
+    return store
+
+
+def _replay(spool: Spool, store: ReferralStore) -> list[dict[str, Any]]:
+    """Store every aside file's rows; delete a file only once all of its rows are stored."""
+    replayed: list[dict[str, Any]] = []
+    for path in spool.take():
+        rows = spool.read(path)
+        inserted = set(store.add(rows))
+        spool.done(path)
+        replayed.extend(r for r in rows if r["id"] in inserted)
+    return replayed
+
+
+def recorder_from_settings(settings: Any, registry: Any = None) -> ReferralRecorder:
+    """The recorder a `service.config.Settings` describes; metrics go to `registry` (the app's
+    Prometheus CollectorRegistry)."""
+    metrics = ReferralMetrics(registry)
+    webhook = None
+    if settings.referral_webhook:
+        webhook = WebhookSender(
+            settings.referral_webhook, metrics, timeout_s=settings.referral_webhook_timeout_s
+        )
+    return ReferralRecorder(
+        settings.database_url,
+        settings.referral_spool,
+        metrics,
+        store_inputs=settings.referral_store_inputs,
+        write_timeout_s=settings.referral_write_timeout_ms / 1000,
+        webhook=webhook,
+    )

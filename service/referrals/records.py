@@ -1,0 +1,72 @@
+"""Turning a prediction's abstained rows into referral rows (column name → value)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from service.model import MCDropoutModel, Prediction
+
+# Per-row arrays of a Prediction that are not part of the stored breakdown.
+_NOT_BREAKDOWN = {"raw_samples"}
+
+
+def new_referral_id() -> str:
+    return uuid.uuid4().hex
+
+
+def input_sha256(row: Any) -> str:
+    """SHA-256 of the row's values as little-endian float64, row-major: the same for a flat row
+    and its nested form, and for 1 and 1.0, so equal inputs hash equal however they were sent."""
+    return hashlib.sha256(np.asarray(row, dtype="<f8").tobytes()).hexdigest()
+
+
+def breakdown(pred: Prediction, i: int, class_labels: list[str] | None) -> dict[str, Any]:
+    """Row i of the prediction, as the client saw it (every per-row field)."""
+    out: dict[str, Any] = {}
+    for f in fields(pred):
+        value = getattr(pred, f.name)
+        if f.name in _NOT_BREAKDOWN or not isinstance(value, np.ndarray):
+            continue
+        out[f.name] = value[i].tolist()
+    if class_labels and "label" in out:
+        out["class_label"] = class_labels[out["label"]]
+    return out
+
+
+def referral_rows(
+    name: str,
+    model: MCDropoutModel,
+    inputs: list[Any],
+    pred: Prediction,
+    request_id: str,
+    ids: list[str | None],
+    store_inputs: bool,
+) -> list[dict[str, Any]]:
+    """One row per abstained input; `ids[i]` is row i's referral id (None: not referred)."""
+    from service.referrals.models import PENDING, utcnow
+
+    m = model.manifest
+    now = utcnow()
+    rows = []
+    for i, rid in enumerate(ids):
+        if rid is None:
+            continue
+        rows.append(
+            {
+                "id": rid, "request_id": request_id, "row_index": i, "model": name,
+                "model_version": m.version, "task": m.task, "created_at": now, "status": PENDING,
+                "input": inputs[i] if store_inputs else None,
+                "input_sha256": input_sha256(inputs[i]),
+                "input_shape": list(m.input_shape), "feature_names": m.feature_names,
+                "output_names": m.output_names, "class_labels": m.class_labels,
+                "prediction": breakdown(pred, i, m.class_labels),
+                "uncertainty": float(pred.uncertainty[i]), "threshold": float(pred.threshold),
+                "metric": pred.metric, "seed": int(pred.seed), "samples": int(pred.samples),
+            }
+        )  # fmt: skip
+    return rows
