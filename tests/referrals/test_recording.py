@@ -229,3 +229,34 @@ async def test_webhook_posts_each_new_referral_with_retries(
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_v2_infer_records_referrals_and_honours_refer_false(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    async with running(create_app(settings(model_dir, tmp_path))) as c:
+        tensor = {"name": "input", "shape": [1, len(CLF_ROW)], "datatype": "FP32", "data": CLF_ROW}
+        params: dict[str, Any] = {"samples": 16, "seed": 2, "threshold": ALWAYS}
+        r = await c.post(
+            "/v2/models/tiny_clf/infer", json={"inputs": [tensor], "parameters": params}
+        )
+        assert r.status_code == 200, r.text
+        ids = r.json()["parameters"]["referral_ids"]
+        assert len(ids) == 1 and ids[0]
+        got = (await c.get(f"/v1/referrals/{ids[0]}")).json()
+        assert (got["status"], got["model"], got["seed"], got["samples"]) == (
+            "pending",
+            "tiny_clf",
+            2,
+            16,
+        )
+        params["refer"] = False
+        r = await c.post(
+            "/v2/models/tiny_clf/infer", json={"inputs": [tensor], "parameters": params}
+        )
+        assert r.status_code == 200 and "referral_ids" not in r.json()["parameters"]
+        params["refer"] = "no"
+        r = await c.post(
+            "/v2/models/tiny_clf/infer", json={"inputs": [tensor], "parameters": params}
+        )
+        assert r.status_code == 400 and "parameters.refer" in r.json()["error"]
