@@ -5,14 +5,15 @@ An httpx load generator saturates a core at a few hundred requests/s and then me
 parses only the status line and Content-Length. It reports requests/s, p50/p99 latency and its
 own CPU time, at each concurrency, for one URL. Run it once per server configuration:
 
-    # terminal 1: the service with the batcher on (or MCDROP_BATCH_WAIT_MS=0 / off)
+    # terminal 1: the service with the batcher on (MCDROP_BATCHING=false for it off)
     make serve
     # terminal 2
     .venv/bin/python bench/load_http.py http://127.0.0.1:8000/v1/models/diabetes/predict \
         --body '{"inputs": [[0,0,0,0,0,0,0,0,0,0]], "samples": 100}' --label batcher-on
-    .venv/bin/python bench/load_http.py http://127.0.0.1:8000/healthz --method GET --label http-ceiling
+    .venv/bin/python bench/load_http.py http://127.0.0.1:8000/health/live --method GET --label http-ceiling
 
-Results are appended to bench/results/load_http.json.
+Results are appended to bench/results/load_http.json. bench/serve_load.py runs the whole
+part-c comparison (servers, ceilings, repeats) in one go.
 """
 
 from __future__ import annotations
@@ -52,11 +53,17 @@ async def read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def client(
-    host: str, port: int, request: bytes, stop_at: float, lat: list[float], errors: list[int]
+    host: str,
+    port: int,
+    request: bytes,
+    stop_at: float,
+    lat: list[float],
+    errors: list[int],
+    max_requests: int,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        while time.perf_counter() < stop_at:
+        while time.perf_counter() < stop_at and len(lat) < max_requests:
             t = time.perf_counter()
             writer.write(request)
             status = await read_response(reader)
@@ -68,14 +75,18 @@ async def client(
 
 
 async def run_level(
-    url: str, method: str, body: bytes, conc: int, seconds: float
+    url: str, method: str, body: bytes, conc: int, seconds: float, max_requests: int = 1_000_000
 ) -> dict[str, float]:
+    """Closed loop: `conc` connections each send the next request when the previous answers,
+    until `seconds` have passed or `max_requests` answered, whichever comes first."""
     host, port, request = encode_request(url, method, body)
     lat: list[float] = []
     errors: list[int] = []
     c0, t0 = time.process_time(), time.perf_counter()
     stop_at = t0 + seconds
-    await asyncio.gather(*(client(host, port, request, stop_at, lat, errors) for _ in range(conc)))
+    await asyncio.gather(
+        *(client(host, port, request, stop_at, lat, errors, max_requests) for _ in range(conc))
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     arr = np.array(lat) * 1e3
     return {

@@ -1,4 +1,8 @@
-"""Dependencies the routes share, as Annotated aliases."""
+"""Dependencies the routes share, as Annotated aliases.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool, a
+thread round trip per dependency per request that showed up as ~10% of the event loop's time
+under load (bench/serve_load.py). These only read app state, so they never block."""
 
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ from service.config import Settings
 from service.serving.predictor import Predictor
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     predictor: Predictor = request.app.state.predictor
     return predictor
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

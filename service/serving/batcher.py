@@ -5,21 +5,27 @@ masks from the job's own streams), so a batched job returns exactly what it woul
 threshold and metric never enter the batch at all (they are applied to the job's samples
 afterwards). Jobs with different T are stacked, not padded: a batch costs Σ rows·T stacked rows.
 
-When to close a batch: a batch is dispatched as soon as the worker is free and either
+All passes run on one dedicated worker thread, so one pass at a time uses torch's thread pool
+and the event loop stays free. The worker forms the batches itself: the event loop only appends
+jobs to a queue and receives results, one callback per batch. So the next pass starts the moment
+the previous one ends, with every job that arrived meanwhile, even while the event loop is busy
+sending the previous batch's replies; the pass and the HTTP work overlap instead of taking turns.
+
+When to close a batch: the worker, once free, runs the waiting jobs (oldest model queue first)
+as soon as either
 - as many jobs are waiting as the previous batch held (the recent concurrency: at concurrency 1
   a job runs at once and the batcher adds no wait), or
 - the oldest job has waited `wait_ms`, or
 - the stacked rows reach the budget max_rows × (largest T in the batch).
-While a pass runs, new jobs queue up and form the next batch. All passes run on one dedicated
-worker thread, so one pass at a time uses torch's thread pool and the event loop stays free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,20 +40,20 @@ log = logging.getLogger(__name__)
 # queue_delay_s = how long the batch's oldest job waited before the pass started.
 BatchHook = Callable[[str, int, int, float], None]
 
+Result = NDArray[np.float32] | BaseException
+
 
 @dataclass
 class _Pending:
     job: SampleJob
     future: asyncio.Future[NDArray[np.float32]]
-    enqueued: float
+    enqueued: float  # time.monotonic()
 
 
 @dataclass
 class _ModelQueue:
     model: MCDropoutModel
     waiting: list[_Pending] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
     last_batch_jobs: int = 1
 
 
@@ -60,88 +66,95 @@ class BatchingRunner:
         self.wait_s = wait_ms / 1000.0
         self.max_rows = max_rows
         self.on_batch = on_batch
+        # Guards _queues and _stopping; the worker waits on it for jobs or a batch deadline.
+        self._cond = threading.Condition()
         self._queues: dict[int, _ModelQueue] = {}
-        self._worker: ThreadPoolExecutor | None = None
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(1, thread_name_prefix="mcdrop-batch")
+            self._loop = asyncio.get_running_loop()
+            self._stopping = False
+            self._worker = threading.Thread(target=self._work, name="mcdrop-batch", daemon=True)
+            self._worker.start()
 
     async def stop(self) -> None:
-        tasks = [q.task for q in self._queues.values() if q.task is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for q in self._queues.values():
-            for p in q.waiting:
-                if not p.future.done():
-                    p.future.cancel()
-        self._queues.clear()
-        if self._worker is not None:
-            self._worker.shutdown(wait=True)
-            self._worker = None
+        worker = self._worker
+        if worker is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        await asyncio.to_thread(worker.join)  # the pass in flight finishes and is delivered
+        await asyncio.sleep(0)  # let that delivery callback run
+        with self._cond:
+            left = [p for q in self._queues.values() for p in q.waiting]
+            self._queues.clear()
+        for p in left:
+            if not p.future.done():
+                p.future.cancel()
+        self._worker = None
 
     async def sample(self, model: MCDropoutModel, job: SampleJob) -> NDArray[np.float32]:
         if self._worker is None:
             raise RuntimeError("BatchingRunner.sample called before start()")
-        loop = asyncio.get_running_loop()
-        q = self._queues.get(id(model))
-        if q is None or q.model is not model:
-            q = self._queues[id(model)] = _ModelQueue(model)
-        pending = _Pending(job, loop.create_future(), loop.time())
-        q.waiting.append(pending)
-        q.arrived.set()
-        if q.task is None or q.task.done():
-            q.task = loop.create_task(self._serve(q))
-        return await pending.future
+        future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            q = self._queues.get(id(model))
+            if q is None or q.model is not model:
+                q = self._queues[id(model)] = _ModelQueue(model)
+            q.waiting.append(_Pending(job, future, time.monotonic()))
+            self._cond.notify()
+        return await future
 
-    # ------------------------------------------------------------------ the model's loop
+    # ------------------------------------------------------------------ the worker thread
 
-    async def _serve(self, q: _ModelQueue) -> None:
-        loop = asyncio.get_running_loop()
-        while q.waiting:
-            await self._gather(q, loop)
-            batch = self._take(q)
-            if not batch:
-                continue
-            q.last_batch_jobs = len(batch)
-            delay = loop.time() - batch[0].enqueued
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                taken = self._next_batch()
+            if taken is None:
+                return
+            q, batch, delay = taken
+            results = _run(q.model, batch)
             rows = sum(p.job.rows * p.job.samples for p in batch)
-            assert self._worker is not None
-            results = await loop.run_in_executor(self._worker, _run, q.model, batch)
-            for p, res in zip(batch, results, strict=True):
-                if p.future.done():  # the caller went away (cancelled)
-                    continue
-                if isinstance(res, BaseException):
-                    p.future.set_exception(res)
-                else:
-                    p.future.set_result(res)
-            if self.on_batch is not None:
-                try:
-                    self.on_batch(q.model.name, rows, len(batch), delay)
-                except Exception:  # a metrics hook must never stall the queue
-                    log.exception("on_batch hook failed")
-
-    async def _gather(self, q: _ModelQueue, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait until the batch is worth running (see the module docstring)."""
-        deadline = q.waiting[0].enqueued + self.wait_s
-        while not self._full(q) and len(q.waiting) < q.last_batch_jobs:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            q.arrived.clear()
+            assert self._loop is not None
             try:
-                await asyncio.wait_for(q.arrived.wait(), remaining)
-            except TimeoutError:
+                self._loop.call_soon_threadsafe(
+                    self._deliver, q.model.name, batch, results, rows, delay
+                )
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
+
+    def _next_batch(self) -> tuple[_ModelQueue, list[_Pending], float] | None:
+        """Wait (holding the condition) until a batch is worth running; None when stopping."""
+        while not self._stopping:
+            for q in self._queues.values():
+                # A cancelled caller's job is dropped (done() is a plain read, safe here).
+                q.waiting = [p for p in q.waiting if not p.future.done()]
+            busy = [q for q in self._queues.values() if q.waiting]
+            if not busy:
+                self._cond.wait()
+                continue
+            q = min(busy, key=lambda q: q.waiting[0].enqueued)
+            now = time.monotonic()
+            deadline = q.waiting[0].enqueued + self.wait_s
+            if len(q.waiting) < q.last_batch_jobs and not self._full(q) and now < deadline:
+                self._cond.wait(deadline - now)
+                continue
+            batch = self._take(q)
+            q.last_batch_jobs = len(batch)
+            return q, batch, now - batch[0].enqueued
+        return None
 
     def _full(self, q: _ModelQueue) -> bool:
         t_max = max(p.job.samples for p in q.waiting)
         return sum(p.job.rows * p.job.samples for p in q.waiting) >= self.max_rows * t_max
 
     def _take(self, q: _ModelQueue) -> list[_Pending]:
-        """The oldest jobs that fit the budget (at least one), dropping cancelled ones."""
-        q.waiting = [p for p in q.waiting if not p.future.done()]
+        """The oldest jobs that fit the budget (at least one)."""
         batch: list[_Pending] = []
         stacked, t_max = 0, 0
         for p in q.waiting:
@@ -154,8 +167,26 @@ class BatchingRunner:
         del q.waiting[: len(batch)]
         return batch
 
+    # ------------------------------------------------------------------ back on the event loop
 
-def _run(model: MCDropoutModel, batch: list[_Pending]) -> list[NDArray[np.float32] | BaseException]:
+    def _deliver(
+        self, model: str, batch: list[_Pending], results: list[Result], rows: int, delay: float
+    ) -> None:
+        for p, res in zip(batch, results, strict=True):
+            if p.future.done():  # the caller went away (cancelled)
+                continue
+            if isinstance(res, BaseException):
+                p.future.set_exception(res)
+            else:
+                p.future.set_result(res)
+        if self.on_batch is not None:
+            try:
+                self.on_batch(model, rows, len(batch), delay)
+            except Exception:  # a metrics hook must never stall the queue
+                log.exception("on_batch hook failed")
+
+
+def _run(model: MCDropoutModel, batch: list[_Pending]) -> list[Result]:
     """One pass for the batch; if it fails, each job alone, so one bad job fails only itself."""
     jobs = [p.job for p in batch]
     try:
@@ -163,7 +194,7 @@ def _run(model: MCDropoutModel, batch: list[_Pending]) -> list[NDArray[np.float3
     except Exception as e:
         if len(jobs) == 1:
             return [e]
-    results: list[NDArray[np.float32] | BaseException] = []
+    results: list[Result] = []
     for job in jobs:
         try:
             results.append(model.engine.sample_many([job])[0])
