@@ -14,7 +14,7 @@ def test_defaults_are_safe(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     s = Settings()
     assert s.host == "127.0.0.1"  # loopback unless asked
-    assert (s.model_dir, s.port, s.engine, s.batching) == ("models", 8000, "torch", False)
+    assert (s.model_dir, s.port, s.engine, s.batching) == ("models", 8000, "torch", True)
     assert s.max_body_bytes == 8 * 1024 * 1024 and s.max_rows == 1024
 
 
