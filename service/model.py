@@ -45,6 +45,8 @@ class Prediction:
     mutual_information: NDArray[np.float64] | None = None
     variation_ratio: NDArray[np.float64] | None = None
     raw_samples: NDArray[np.float32] | None = None  # (T, N, D), original units / probabilities
+    # Per row: why it abstains whatever the threshold (e.g. its outputs overflowed), else None.
+    reason: list[str | None] | None = None
 
 
 def metrics_for(task: str) -> tuple[str, ...]:

@@ -11,11 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
+from service.api.auth import ApiKeyMiddleware, load_api_keys
 from service.api.errors import install_error_handlers
+from service.api.lifecycle import install_sighup, publish_readiness
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.api.routes import health, metrics, models, predict
+from service.api.routes import admin, health, metrics, models, predict
 from service.config import Settings
+from service.serving.admission import AdmissionController
 from service.serving.predictor import Limits, Predictor
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner, Runner
@@ -65,19 +68,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_sample_rows=settings.max_sample_rows,
         max_returned_values=settings.max_returned_values,
     )
-    predictor = Predictor(registry, make_runner(settings, service_metrics), limits)
+    admission = AdmissionController(
+        settings.max_inflight_sample_rows, settings.max_queued_requests, settings.request_timeout_s
+    )
+    predictor = Predictor(registry, make_runner(settings, service_metrics), limits, admission)
+    api_keys = load_api_keys(settings)  # ValueError (stops start-up) when unreadable or weak
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(registry.load_all)
-        for name, entry in registry.entries.items():
-            service_metrics.set_model_ready(name, entry.ready)
+        publish_readiness(registry, service_metrics)
         ready = sorted(n for n, e in registry.entries.items() if e.ready)
         log.info("serving %d model(s) from '%s': %s", len(ready), registry.model_dir, ready)
         await predictor.runner.start()
+        undo_sighup = install_sighup(app)
         try:
             yield
         finally:
+            undo_sighup()
             await predictor.runner.stop()
 
     app = FastAPI(
@@ -89,10 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.predictor = predictor
     app.state.metrics = service_metrics
+    app.state.api_keys_configured = bool(api_keys)
     install_error_handlers(app)
-    for module in (predict, models, health, metrics):
+    for module in (predict, models, health, metrics, admin):
         app.include_router(module.router)
-    # Added last = outermost: the request id exists before the body limit can answer 413.
+    # Added last = outermost: the request id exists before the key check or the body limit
+    # answers, and a request without a key is refused before its body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=api_keys, metrics_need_key=settings.metrics_need_key)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
     return app

@@ -53,7 +53,9 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
             detail = [{"loc": [m.group(1)], "msg": m.group(2), "type": "value_error"}]
     if exc.status_code >= 500:
         log.warning("request %s: %s: %s", _request_id(request), type(exc).__name__, exc.message)
-    return error_response(exc.status_code, exc.message, detail, _request_id(request))
+    response = error_response(exc.status_code, exc.message, detail, _request_id(request))
+    response.headers.update(exc.headers)
+    return response
 
 
 def _located(err: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +112,11 @@ def _documented(description: str) -> dict[str, Any]:
 
 # OpenAPI descriptions of the error statuses, for the routes that can return them.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented(
+        "API keys are configured and the request has none of them (X-API-Key or "
+        "Authorization: Bearer)."
+    ),
+    403: _documented("The operation is switched off in this server's configuration."),
     404: _documented("No model of that name."),
     413: _documented("The request body is over the limit (MCDROP_MAX_BODY_BYTES)."),
     422: _documented(
@@ -117,5 +124,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "where numbers belong, samples out of range, too many rows. Names the field."
     ),
     500: _documented("Unexpected server error; the X-Request-ID header identifies it in logs."),
-    503: _documented("The model (or the server) is not ready."),
+    503: _documented(
+        "The model is not ready, or the server is overloaded or shutting down (then with a "
+        "Retry-After header)."
+    ),
+    504: _documented("The request's deadline (timeout_ms or MCDROP_REQUEST_TIMEOUT_S) passed."),
 }

@@ -81,6 +81,14 @@ class PredictRequest(BaseModel):
         description="Also return the raw T×N×D samples (regression: target units; "
         "classification: softmax probabilities).",
     )
+    timeout_ms: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=3_600_000,
+        description="Deadline of this request in milliseconds, queueing included; past it, "
+        "504. Only lowers the server's MCDROP_REQUEST_TIMEOUT_S.",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -116,6 +124,11 @@ class PredictionBase(BaseModel):
     uncertainty: float = Field(description="The value compared with the threshold.")
     abstain: bool = Field(
         description="True when the uncertainty is above the threshold: refer the item."
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Set when the row abstains whatever the threshold, e.g. its outputs "
+        "overflowed; its numbers are then placeholders (0). Null otherwise.",
     )
 
 
@@ -176,6 +189,11 @@ class ModelPublic(BaseModel):
     reason: str | None = Field(
         default=None, description="Why the model is not ready (null when it is)."
     )
+    reload_error: str | None = Field(
+        default=None,
+        description="Why the last reload of this folder failed while the previous version "
+        "kept serving (null when it did not fail).",
+    )
     version: str | None = Field(default=None, description="Model version from its manifest.")
     task: Literal["regression", "classification"] | None = Field(
         default=None, description="regression or classification."
@@ -228,6 +246,22 @@ class Readiness(BaseModel):
         description="ready once loading finished and at least one model serves."
     )
     models: dict[str, bool] = Field(description="Model name → ready.")
+    reason: str | None = Field(
+        default=None,
+        description="Why not ready when no model is to blame: shutting down, or no model "
+        "directory.",
+    )
+
+
+class ReloadReport(BaseModel):
+    """What a reload did, by model name."""
+
+    loaded: list[str] = Field(description="New or changed folders now serving their new version.")
+    unchanged: list[str] = Field(description="Folders whose files did not change.")
+    failed: list[str] = Field(
+        description="Folders that failed to load; a previous version, if any, keeps serving."
+    )
+    removed: list[str] = Field(description="Folders that are gone; no longer served.")
 
 
 class ErrorDetail(BaseModel):

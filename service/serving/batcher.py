@@ -87,6 +87,7 @@ class BatchingRunner:
         loop = asyncio.get_running_loop()
         q = self._queues.get(id(model))
         if q is None or q.model is not model:
+            self._forget_idle_versions(model)
             q = self._queues[id(model)] = _ModelQueue(model)
         pending = _Pending(job, loop.create_future(), loop.time())
         q.waiting.append(pending)
@@ -94,6 +95,14 @@ class BatchingRunner:
         if q.task is None or q.task.done():
             q.task = loop.create_task(self._serve(q))
         return await pending.future
+
+    def _forget_idle_versions(self, model: MCDropoutModel) -> None:
+        """After a hot reload, drop idle queues of the model's previous versions, so they do not
+        keep the old weights alive. A queue with work left finishes it on the old version."""
+        for key, q in list(self._queues.items()):
+            idle = not q.waiting and (q.task is None or q.task.done())
+            if q.model is not model and q.model.name == model.name and idle:
+                del self._queues[key]
 
     # ------------------------------------------------------------------ the model's loop
 

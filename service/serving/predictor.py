@@ -6,7 +6,8 @@ Request limits live here, not in the HTTP layer, so every entry point enforces t
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, fields
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,8 @@ from numpy.typing import NDArray
 from service.engines.base import SampleJob
 from service.errors import InvalidInput
 from service.model import MCDropoutModel, Prediction, draw_seed
+from service.serving.admission import AdmissionController
+from service.serving.finite import abstain_non_finite
 from service.serving.registry import ModelRegistry
 from service.serving.runner import Runner
 
@@ -38,6 +41,7 @@ class PredictParams:
     threshold: float | None = None
     metric: str | None = None
     return_samples: bool = False
+    timeout_ms: int | None = None  # lowers the server's deadline for this request
 
 
 def _invalid(field: str, msg: str) -> InvalidInput:
@@ -47,10 +51,22 @@ def _invalid(field: str, msg: str) -> InvalidInput:
 class Predictor:
     """Ties the registry, the runner and the limits together; one per app."""
 
-    def __init__(self, registry: ModelRegistry, runner: Runner, limits: Limits) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        runner: Runner,
+        limits: Limits,
+        admission: AdmissionController | None = None,
+    ) -> None:
         self.registry = registry
         self.runner = runner
         self.limits = limits
+        self.admission = admission  # None: no bound and no deadline (library use, tests)
+
+    def _admitted(self, cost: int, timeout_ms: int | None) -> AbstractAsyncContextManager[None]:
+        if self.admission is None:
+            return nullcontext()
+        return self.admission.admitted(cost, self.admission.deadline_for(timeout_ms))
 
     def max_samples(self, model: MCDropoutModel) -> int:
         return min(model.manifest.max_samples, self.limits.max_samples)
@@ -84,11 +100,11 @@ class Predictor:
             )
         x = model.prepare(inputs)
         seed = draw_seed() if params.seed is None else params.seed
-        raw = await self.runner.sample(model, SampleJob(x, t, seed))
-        # The maths over T×N×D values can take a while for large requests: keep it off the loop.
-        pred = await asyncio.to_thread(_summarize, model, raw, seed, params)
-        _check_finite(pred)
-        return pred
+        async with self._admitted(t * n, params.timeout_ms):
+            raw = await self.runner.sample(model, SampleJob(x, t, seed))
+            # The maths over T×N×D values can take a while for large requests: off the loop.
+            pred = await asyncio.to_thread(_summarize, model, raw, seed, params)
+        return abstain_non_finite(pred)
 
     def _samples(self, model: MCDropoutModel, samples: int | None) -> int:
         cap = self.max_samples(model)
@@ -102,29 +118,6 @@ class Predictor:
 def _summarize(
     model: MCDropoutModel, raw: NDArray[np.float32], seed: int, params: PredictParams
 ) -> Prediction:
-    # Samples that overflowed make numpy warn (inf - inf); _check_finite reports them instead.
+    # Samples that overflowed make numpy warn (inf - inf); abstain_non_finite answers those rows.
     with np.errstate(all="ignore"):
         return model.summarize(raw, seed, params.threshold, params.metric, params.return_samples)
-
-
-def _check_finite(pred: Prediction) -> None:
-    """Outputs go out as JSON, which has no NaN or Infinity: refuse rather than emit them.
-
-    Finite inputs can still overflow float32 inside the network when they sit far outside the
-    training data; that is the request's doing, so it is a 422 naming the rows.
-    """
-    bad = np.zeros(pred.mean.shape[0], dtype=bool)
-    for f in fields(pred):
-        value = getattr(pred, f.name)
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and f.name != "raw_samples":
-            finite = np.isfinite(value)
-            bad |= ~finite.reshape(finite.shape[0], -1).all(axis=1)
-    if pred.raw_samples is not None:
-        bad |= ~np.isfinite(pred.raw_samples).all(axis=(0, 2))
-    if bad.any():
-        rows = np.flatnonzero(bad)[:10].tolist()
-        raise _invalid(
-            "inputs",
-            f"the model's outputs are not finite for rows {rows}; these inputs are far outside "
-            "the range the model was trained on",
-        )

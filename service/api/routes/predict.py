@@ -21,7 +21,7 @@ from service.serving.predictor import PredictParams
 router = APIRouter(tags=["predict"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    k: ERROR_RESPONSES[k] for k in (404, 413, 422, 500, 503)
+    k: ERROR_RESPONSES[k] for k in (401, 404, 413, 422, 500, 503, 504)
 }
 
 
@@ -59,6 +59,7 @@ async def _predict(
         threshold=body.threshold,
         metric=body.uncertainty_metric,
         return_samples=body.return_samples,
+        timeout_ms=body.timeout_ms,
     )
     pred = await predictor.predict(model, body.inputs, params)
     assert resolved is not None  # predictor.model found it
@@ -72,6 +73,7 @@ def to_response(
     """Prediction arrays → one object per row. `tolist()` converts whole arrays at C speed."""
     mean, var = pred.mean.tolist(), pred.variance.tolist()
     unc, abstain = pred.uncertainty.tolist(), pred.abstain.tolist()
+    reason = pred.reason or [None] * len(abstain)
     rows: list[RegressionPrediction] | list[ClassificationPrediction]
     if pred.task == "regression":
         assert pred.std is not None and pred.epistemic_variance is not None
@@ -84,6 +86,7 @@ def to_response(
                 variance=var[i],
                 uncertainty=unc[i],
                 abstain=abstain[i],
+                reason=reason[i],
                 std=std[i],
                 epistemic_variance=epi[i],
                 aleatoric_variance=alea[i],
@@ -104,6 +107,7 @@ def to_response(
                 variance=var[i],
                 uncertainty=unc[i],
                 abstain=abstain[i],
+                reason=reason[i],
                 probabilities=probs[i],
                 label=labels[i],
                 class_label=names[labels[i]] if names else None,
