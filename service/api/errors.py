@@ -88,6 +88,11 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (unknown route, wrong method) in the same shape as ours."""
     assert isinstance(exc, HTTPException)
+    if isinstance(exc.__cause__, RecursionError):
+        # FastAPI turns the JSON parser's RecursionError into a vague 400; say what it was.
+        msg = "JSON nested too deeply"
+        detail = [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]
+        return error_response(422, f"body: {msg}", detail, _request_id(request))
     response = error_response(exc.status_code, str(exc.detail), (), _request_id(request))
     if exc.headers:
         response.headers.update(exc.headers)
