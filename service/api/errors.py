@@ -88,15 +88,24 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (unknown route, wrong method) in the same shape as ours."""
     assert isinstance(exc, HTTPException)
-    if isinstance(exc.__cause__, RecursionError):
-        # FastAPI turns the JSON parser's RecursionError into a vague 400; say what it was.
-        msg = "JSON nested too deeply"
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI turns any body it cannot parse (other than a JSONDecodeError) into a vague
+        # 400; it is the same kind of problem as invalid JSON, so the same status, with why.
+        msg = _unparsable(exc.__cause__)
         detail = [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]
         return error_response(422, f"body: {msg}", detail, _request_id(request))
     response = error_response(exc.status_code, str(exc.detail), (), _request_id(request))
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+def _unparsable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "invalid JSON: nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"invalid JSON: not UTF-8 text (byte {cause.start})"
+    return "invalid JSON: the body could not be parsed"
 
 
 def internal_error_response(request_id: str) -> JSONResponse:

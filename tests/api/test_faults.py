@@ -17,11 +17,11 @@ from onnx import external_data_helper, numpy_helper
 
 from service.api.app import create_app
 from service.artifact import read_manifest, save_weights, sha256_file
+from service.config import Settings
 from service.engines import onnx_export
 from service.engines.onnx_engine import OnnxEngine
 from service.errors import ArtifactError
 from service.serving.registry import ModelRegistry
-from service.config import Settings
 from tests.api.conftest import REG_ROW, running
 
 pytestmark = pytest.mark.anyio
