@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service.api.schemas import ErrorResponse
-from service.errors import MCDropError
+from service.errors import MCDropError, Overloaded
 
 log = logging.getLogger("mcdrop.api")
 
@@ -51,7 +51,7 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
         m = _FIELD_PREFIX.match(exc.message)
         if m:
             detail = [{"loc": [m.group(1)], "msg": m.group(2), "type": "value_error"}]
-    if exc.status_code >= 500:
+    if exc.status_code >= 500 and not isinstance(exc, Overloaded):  # 503s come in floods
         log.warning("request %s: %s: %s", _request_id(request), type(exc).__name__, exc.message)
     response = error_response(exc.status_code, exc.message, detail, _request_id(request))
     response.headers.update(exc.headers)

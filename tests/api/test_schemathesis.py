@@ -5,10 +5,10 @@ checked with all of schemathesis's checks: no 5xx, status codes, headers, conten
 bodies that match the documented ones, and so on. CI runs a few examples per operation and
 mode; the full run is
 
-    MCDROP_SCHEMATHESIS_EXAMPLES=100 .venv/bin/pytest tests/api/test_schemathesis.py -s
+    MCDROP_SCHEMATHESIS_EXAMPLES=250 .venv/bin/pytest tests/api/test_schemathesis.py -s
 
 (every operation positive, and negative where it has parameters or a body, up to 100 examples
-each: over 1,000 requests). The app is the one the service runs, on the tiny test models (one
+each: over 1,000 requests; hypothesis stops early where the input space is small). The app is the one the service runs, on the tiny test models (one
 of them broken), with the batcher on and no API keys, so the admin route answers its
 documented 403; test_auth.py covers keys.
 
@@ -40,17 +40,24 @@ EXAMPLES = int(os.environ.get("MCDROP_SCHEMATHESIS_EXAMPLES", "6"))
 CASES: Counter[str] = Counter()
 
 
-def _cases() -> list[tuple[str, GenerationMode]]:
-    """(operation label, mode), from the schema of an app that loads nothing. Operations with
-    no parameters and no body have nothing to make invalid: positive mode only."""
+def _cases() -> list[tuple[str, GenerationMode, str | None]]:
+    """(operation label, mode, fixed model name), from the schema of an app that loads nothing.
+
+    Operations with no parameters and no body have nothing to make invalid: positive only.
+    Routes with a {name} also run with the name fixed to a served model, so generated bodies
+    reach the model instead of stopping at 404 for a random name.
+    """
     spec = create_app(Settings(model_dir="unused")).openapi()
-    out = []
+    out: list[tuple[str, GenerationMode, str | None]] = []
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             label = f"{method.upper()} {path}"
-            out.append((label, GenerationMode.POSITIVE))
+            out.append((label, GenerationMode.POSITIVE, None))
             if op.get("parameters") or op.get("requestBody"):
-                out.append((label, GenerationMode.NEGATIVE))
+                out.append((label, GenerationMode.NEGATIVE, None))
+            if "{name}" in path:
+                out.append((label, GenerationMode.POSITIVE, "tiny_reg"))
+                out.append((label, GenerationMode.NEGATIVE, "tiny_clf"))
     return out
 
 
@@ -61,12 +68,15 @@ def api_schema(serving_dir: Path) -> Iterator[Any]:
     print(f"\nschemathesis: {sum(CASES.values())} cases, by status {dict(sorted(CASES.items()))}")
 
 
-@pytest.mark.parametrize(("label", "mode"), _cases())
-def test_operation_conforms_to_the_schema(api_schema: Any, label: str, mode: Any) -> None:
+@pytest.mark.parametrize(("label", "mode", "name"), _cases())
+def test_operation_conforms_to_the_schema(
+    api_schema: Any, label: str, mode: Any, name: str | None
+) -> None:
     method, path = label.split(" ", 1)
     operation = api_schema[path][method]
+    fixed = {"path_parameters": {"name": name}} if name else {}
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=operation.as_strategy(generation_mode=mode, **fixed))
     @settings(
         max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
         database=None,
