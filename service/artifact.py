@@ -171,7 +171,8 @@ def load_weights(
 ) -> dict[str, NDArray[np.float32]]:
     """Read and verify the weights: checksum, then every expected tensor's presence and shape."""
     path = Path(folder) / manifest.weights.file
-    if path.suffix != ".safetensors" or path.parent.resolve() != Path(folder).resolve():
+    # Resolve the file itself, not only its folder: a link pointing out is refused too.
+    if path.suffix != ".safetensors" or path.resolve().parent != Path(folder).resolve():
         raise ArtifactError(f"{path}: weights must be a .safetensors file inside the model folder")
     if not path.is_file():
         raise ArtifactError(f"{path}: weights file not found")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.serving.names import valid_model_name
@@ -102,6 +102,46 @@ class Settings(BaseSettings):
 
     referral_webhook_timeout_s: float = Field(default=5.0, gt=0)
     """Timeout of one webhook POST; failed POSTs are retried 3 times with backoff."""
+
+    # ---- reliability and security (admission control, deadlines, shutdown, API keys)
+
+    max_inflight_sample_rows: int = Field(default=4_000_000, ge=1)
+    """Admission bound: most samples×rows (T×N) of all requests being computed at once; at least
+    MCDROP_MAX_SAMPLE_ROWS so the largest allowed request can run."""
+
+    max_queued_requests: int = Field(default=64, ge=0)
+    """Requests that may wait for room under the admission bound; beyond it, 503 at once with
+    Retry-After."""
+
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """Deadline of a prediction, queueing included; past it, 504. A request's timeout_ms may
+    only lower it."""
+
+    shutdown_grace_s: int = Field(default=10, ge=1)
+    """On SIGTERM, seconds the requests in flight get to finish before the process exits."""
+
+    max_connections: int = Field(default=1024, ge=1)
+    """Backstop only: uvicorn's limit on concurrent connections (idle keep-alive ones count),
+    past which it answers 503 to anything, health included."""
+
+    api_keys: SecretStr | None = None
+    """Comma-separated API keys; when set (here or in api_keys_file), every route but health,
+    docs and (unless metrics_need_key) /metrics needs one as X-API-Key or Authorization: Bearer."""
+
+    api_keys_file: str | None = None
+    """File with one API key per line (blank lines and lines starting with '#' ignored)."""
+
+    metrics_need_key: bool = False
+    """Also require an API key for GET /metrics (when keys are configured)."""
+
+    @model_validator(mode="after")
+    def _bound_fits_a_request(self) -> Settings:
+        if self.max_inflight_sample_rows < self.max_sample_rows:
+            raise ValueError(
+                "max_inflight_sample_rows must be at least max_sample_rows, or the largest "
+                "allowed request could never be admitted"
+            )
+        return self
 
     @field_validator("default_model")
     @classmethod

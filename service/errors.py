@@ -10,16 +10,34 @@ class MCDropError(Exception):
 
     status_code: int = 500
 
-    def __init__(self, message: str, detail: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        detail: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail or []
+        self.headers = headers or {}  # e.g. Retry-After on 503, WWW-Authenticate on 401
 
 
 class InvalidInput(MCDropError):
     """The request is well-formed JSON but its values are not what the model expects."""
 
     status_code = 422
+
+
+class Unauthorized(MCDropError):
+    """API keys are configured and the request carries none of them."""
+
+    status_code = 401
+
+
+class Forbidden(MCDropError):
+    """The operation is switched off in this server's configuration."""
+
+    status_code = 403
 
 
 class ModelNotFound(MCDropError):

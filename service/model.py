@@ -46,6 +46,8 @@ class Prediction:
     variation_ratio: NDArray[np.float64] | None = None
     raw_samples: NDArray[np.float32] | None = None  # (T, N, D), original units / probabilities
     referral_ids: list[str | None] | None = None  # per row, set when abstained rows were referred
+    # Per row: why it abstains whatever the threshold (e.g. its outputs overflowed), else None.
+    reason: list[str | None] | None = None
 
 
 def metrics_for(task: str) -> tuple[str, ...]:

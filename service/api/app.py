@@ -11,11 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
+from service.api.auth import ApiKeyMiddleware, load_api_keys
 from service.api.errors import install_error_handlers
+from service.api.lifecycle import install_sighup, publish_readiness
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.api.routes import health, metrics, models, predict, referrals, review, v2
+from service.api.routes import admin, health, metrics, models, predict, referrals, review, v2
 from service.config import Settings
+from service.serving.admission import AdmissionController
 from service.serving.predictor import Limits, Predictor
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner, Runner
@@ -65,26 +68,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_sample_rows=settings.max_sample_rows,
         max_returned_values=settings.max_returned_values,
     )
+    admission = AdmissionController(
+        settings.max_inflight_sample_rows, settings.max_queued_requests, settings.request_timeout_s
+    )
     recorder = None
     if settings.referrals:
         from service.referrals.recorder import recorder_from_settings
 
         recorder = recorder_from_settings(settings, service_metrics.registry)
-    predictor = Predictor(registry, make_runner(settings, service_metrics), limits, recorder)
+    predictor = Predictor(
+        registry,
+        make_runner(settings, service_metrics),
+        limits,
+        referrals=recorder,
+        admission=admission,
+    )
+    api_keys = load_api_keys(settings)  # ValueError (stops start-up) when unreadable or weak
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(registry.load_all)
-        for name, entry in registry.entries.items():
-            service_metrics.set_model_ready(name, entry.ready)
+        publish_readiness(registry, service_metrics)
         ready = sorted(n for n, e in registry.entries.items() if e.ready)
         log.info("serving %d model(s) from '%s': %s", len(ready), registry.model_dir, ready)
         await predictor.runner.start()
+        undo_sighup = install_sighup(app)
         if recorder is not None:
             await recorder.start()
         try:
             yield
         finally:
+            undo_sighup()
             if recorder is not None:
                 await recorder.stop()
             await predictor.runner.stop()
@@ -99,13 +113,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = predictor
     app.state.metrics = service_metrics
     app.state.referrals = recorder
+    app.state.api_keys_configured = bool(api_keys)
     install_error_handlers(app)
-    for module in (predict, models, health, metrics, v2):
+    for module in (predict, models, health, metrics, admin, v2):
         app.include_router(module.router)
     if recorder is not None:
         app.include_router(referrals.router)
         app.include_router(review.router)
-    # Added last = outermost: the request id exists before the body limit can answer 413.
+    # Added last = outermost: the request id exists before the key check or the body limit
+    # answers, and a request without a key is refused before its body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=api_keys, metrics_need_key=settings.metrics_need_key)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
     return app

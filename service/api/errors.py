@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service.api.schemas import ErrorResponse
-from service.errors import MCDropError
+from service.errors import MCDropError, Overloaded
 
 log = logging.getLogger("mcdrop.api")
 
@@ -51,9 +51,11 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
         m = _FIELD_PREFIX.match(exc.message)
         if m:
             detail = [{"loc": [m.group(1)], "msg": m.group(2), "type": "value_error"}]
-    if exc.status_code >= 500:
+    if exc.status_code >= 500 and not isinstance(exc, Overloaded):  # 503s come in floods
         log.warning("request %s: %s: %s", _request_id(request), type(exc).__name__, exc.message)
-    return error_response(exc.status_code, exc.message, detail, _request_id(request))
+    response = error_response(exc.status_code, exc.message, detail, _request_id(request))
+    response.headers.update(exc.headers)
+    return response
 
 
 def _located(err: dict[str, Any]) -> dict[str, Any]:
@@ -86,10 +88,24 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (unknown route, wrong method) in the same shape as ours."""
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI turns any body it cannot parse (other than a JSONDecodeError) into a vague
+        # 400; it is the same kind of problem as invalid JSON, so the same status, with why.
+        msg = _unparsable(exc.__cause__)
+        detail = [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]
+        return error_response(422, f"body: {msg}", detail, _request_id(request))
     response = error_response(exc.status_code, str(exc.detail), (), _request_id(request))
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+def _unparsable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "invalid JSON: nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"invalid JSON: not UTF-8 text (byte {cause.start})"
+    return "invalid JSON: the body could not be parsed"
 
 
 def internal_error_response(request_id: str) -> JSONResponse:
@@ -110,6 +126,11 @@ def _documented(description: str) -> dict[str, Any]:
 
 # OpenAPI descriptions of the error statuses, for the routes that can return them.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented(
+        "API keys are configured and the request has none of them (X-API-Key or "
+        "Authorization: Bearer)."
+    ),
+    403: _documented("The operation is switched off in this server's configuration."),
     404: _documented("No model of that name."),
     413: _documented("The request body is over the limit (MCDROP_MAX_BODY_BYTES)."),
     422: _documented(
@@ -117,5 +138,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "where numbers belong, samples out of range, too many rows. Names the field."
     ),
     500: _documented("Unexpected server error; the X-Request-ID header identifies it in logs."),
-    503: _documented("The model (or the server) is not ready."),
+    503: _documented(
+        "The model is not ready, or the server is overloaded or shutting down (then with a "
+        "Retry-After header)."
+    ),
+    504: _documented("The request's deadline (timeout_ms or MCDROP_REQUEST_TIMEOUT_S) passed."),
 }

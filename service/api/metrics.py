@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -107,6 +109,11 @@ class ServiceMetrics:
 
     def set_model_ready(self, model: str, ready: bool) -> None:
         self.model_ready.labels(model).set(1.0 if ready else 0.0)
+
+    def forget_model(self, model: str) -> None:
+        """A model folder was removed on reload: drop its readiness series."""
+        with contextlib.suppress(KeyError):  # never published (e.g. loaded before metrics)
+            self.model_ready.remove(model)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -137,6 +137,15 @@ class PredictRequest(BaseModel):
             raise ValueError('applies only with samples "auto"')
         return v
 
+    timeout_ms: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=3_600_000,
+        description="Deadline of this request in milliseconds, queueing included; past it, "
+        "504. Only lowers the server's MCDROP_REQUEST_TIMEOUT_S.",
+    )
+
     @field_validator("inputs")
     @classmethod
     def _strict_numbers(cls, rows: list[Any]) -> list[Any]:
@@ -196,6 +205,11 @@ class PredictionBase(BaseModel):
         default=None,
         description="Id of this row in the referral queue (GET /v1/referrals/{id}) when it "
         "abstained and was recorded; null otherwise.",
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Set when the row abstains whatever the threshold, e.g. its outputs "
+        "overflowed; its numbers are then placeholders (0). Null otherwise.",
     )
 
 
@@ -259,6 +273,11 @@ class ModelPublic(BaseModel):
     reason: str | None = Field(
         default=None, description="Why the model is not ready (null when it is)."
     )
+    reload_error: str | None = Field(
+        default=None,
+        description="Why the last reload of this folder failed while the previous version "
+        "kept serving (null when it did not fail).",
+    )
     version: str | None = Field(default=None, description="Model version from its manifest.")
     task: Literal["regression", "classification"] | None = Field(
         default=None, description="regression or classification."
@@ -311,6 +330,22 @@ class Readiness(BaseModel):
         description="ready once loading finished and at least one model serves."
     )
     models: dict[str, bool] = Field(description="Model name → ready.")
+    reason: str | None = Field(
+        default=None,
+        description="Why not ready when no model is to blame: shutting down, or no model "
+        "directory.",
+    )
+
+
+class ReloadReport(BaseModel):
+    """What a reload did, by model name."""
+
+    loaded: list[str] = Field(description="New or changed folders now serving their new version.")
+    unchanged: list[str] = Field(description="Folders whose files did not change.")
+    failed: list[str] = Field(
+        description="Folders that failed to load; a previous version, if any, keeps serving."
+    )
+    removed: list[str] = Field(description="Folders that are gone; no longer served.")
 
 
 class ErrorDetail(BaseModel):

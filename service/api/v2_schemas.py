@@ -116,3 +116,24 @@ def output_specs(task: str, outputs: int) -> list[tuple[str, str, list[int]]]:
 
 
 ADAPTIVE_OUTPUTS = ("samples_used", "mean_se", "uncertainty_se", "decision_settled")
+
+
+class V2Error(BaseModel):
+    """The protocol's error body."""
+
+    error: str = Field(description="What was wrong, naming the field or tensor.")
+
+
+def _v2(description: str) -> dict[str, Any]:
+    return {"model": V2Error, "description": description}
+
+
+# Documented on every V2 route (router level), as the protocol answers errors.
+V2_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _v2("Invalid request: framing, tensor, datatype, shape or parameters (named)."),
+    401: _v2("API keys are configured and the request has none of them."),
+    404: _v2("No model of that name, or not that version."),
+    413: _v2("The request body is over the limit (MCDROP_MAX_BODY_BYTES)."),
+    503: _v2("The model is not ready, or the server is overloaded or shutting down."),
+    504: _v2("The request's deadline (MCDROP_REQUEST_TIMEOUT_S) passed."),
+}

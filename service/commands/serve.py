@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from service.api.app import create_app
+    from service.api.server import DrainingServer
     from service.config import Settings
 
     overrides = {
@@ -40,21 +41,30 @@ def run(args: argparse.Namespace) -> int:
             for err in e.errors()
         )
         raise ValueError(f"invalid settings: {problems}") from None
-    if not Path(settings.model_dir).is_dir():
-        raise ValueError(f"model directory '{settings.model_dir}' does not exist")
-    if settings.default_model and not (Path(settings.model_dir) / settings.default_model).is_dir():
+    # A missing model directory is not fatal: the server stays live and not ready (readiness
+    # says why) until a reload (SIGHUP) finds it, e.g. once a volume is mounted.
+    model_dir = Path(settings.model_dir)
+    if (
+        settings.default_model
+        and model_dir.is_dir()
+        and not (model_dir / settings.default_model).is_dir()
+    ):
         raise ValueError(
             f"MCDROP_DEFAULT_MODEL: '{settings.default_model}' is not a folder under "
             f"'{settings.model_dir}'"
         )
     _configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=True,
+        limit_concurrency=settings.max_connections,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
+    DrainingServer(config, on_exit=app.state.predictor.admission.drain).run()
     return 0
 
 

@@ -47,6 +47,11 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     return opts
 
 
+def _first_line(e: Exception, limit: int = 200) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:limit]
+
+
 class OnnxEngine:
     """Engine protocol over an onnxruntime session of an exported model.onnx."""
 
@@ -67,9 +72,14 @@ class OnnxEngine:
             raise ArtifactError(f"{path}: ONNX graphs load only from {folder}/{ONNX_NAME}")
         if not path.is_file():
             raise ArtifactError(f"{path}: not found; run `mcdrop export-onnx {folder}` first")
-        self._session = ort.InferenceSession(
-            str(path), _session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        # From bytes, not a path: a session without a model path cannot resolve external data
+        # files, so a graph whose tensors point elsewhere ("../../secret") fails to load.
+        try:
+            self._session = ort.InferenceSession(
+                path.read_bytes(), _session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # truncated or corrupt graph, external data, unknown operator
+            raise ArtifactError(f"{path}: not a loadable ONNX graph ({_first_line(e)})") from e
         meta = self._session.get_modelmeta().custom_metadata_map
         if meta.get("mcdrop.weights_sha256") != manifest.weights.sha256:
             raise ArtifactError(

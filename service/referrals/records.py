@@ -35,6 +35,7 @@ def breakdown(pred: Prediction, i: int, class_labels: list[str] | None) -> dict[
         out[f.name] = value[i].tolist()
     if class_labels and "label" in out:
         out["class_label"] = class_labels[out["label"]]
+    out["reason"] = pred.reason[i] if pred.reason else None
     return out
 
 

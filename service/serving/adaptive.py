@@ -23,7 +23,8 @@ from service import uncertainty as U
 from service.engines.base import SampleJob
 from service.errors import InvalidInput
 from service.model import MCDropoutModel, Prediction, draw_seed
-from service.serving.predictor import Predictor, _check_finite
+from service.serving.finite import abstain_non_finite
+from service.serving.predictor import Predictor, PredictParams
 
 # interval_of(samples (T, n, D), alpha) -> Interval for those n rows
 IntervalFn = Callable[[NDArray[np.float32], float], A.Interval]
@@ -125,6 +126,9 @@ async def predict_adaptive(
     metric: str | None,
     max_samples: int | None,
     confidence: float | None,
+    timeout_ms: int | None = None,
+    refer: bool = True,
+    request_id: str = "",
 ) -> AdaptivePrediction:
     """Adaptive T for one request; `predictor` is the app's Predictor (limits and runner)."""
     limits = predictor.limits
@@ -148,12 +152,16 @@ async def predict_adaptive(
     thr = model.manifest.threshold if threshold is None else float(threshold)
     outputs = model.manifest.architecture.output_dim
     run = AdaptiveRun(x.shape[0], outputs, t_max, thr, conf, interval_fn(model, m))
-    while (plan := run.next_round()) is not None:
-        job = SampleJob(x[plan.rows], plan.count, s, first_sample=plan.first)
-        samples = await predictor.runner.sample(model, job)
-        await asyncio.to_thread(run.record, plan, samples)
-    out = await asyncio.to_thread(_merge, model, run, s, thr, m, conf)
-    _check_finite(out.prediction)
+    # Admitted at its worst case, max_samples x rows, for the whole run of rounds.
+    async with predictor.admitted(t_max * n, timeout_ms):
+        while (plan := run.next_round()) is not None:
+            job = SampleJob(x[plan.rows], plan.count, s, first_sample=plan.first)
+            samples = await predictor.runner.sample(model, job)
+            await asyncio.to_thread(run.record, plan, samples)
+        out = await asyncio.to_thread(_merge, model, run, s, thr, m, conf)
+    abstain_non_finite(out.prediction)
+    params = PredictParams(seed=s, threshold=thr, metric=m, refer=refer, request_id=request_id)
+    await predictor.finish(model, inputs, out.prediction, params)
     return out
 
 

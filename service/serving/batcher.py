@@ -104,10 +104,19 @@ class BatchingRunner:
         with self._cond:
             q = self._queues.get(id(model))
             if q is None or q.model is not model:
+                self._forget_idle_versions(model)
                 q = self._queues[id(model)] = _ModelQueue(model)
             q.waiting.append(_Pending(job, future, time.monotonic()))
             self._cond.notify()
         return await future
+
+    def _forget_idle_versions(self, model: MCDropoutModel) -> None:
+        """After a hot reload, drop idle queues of the model's previous versions, so they do not
+        keep the old weights alive (a batch already taken keeps its own reference). Called with
+        the lock held."""
+        for key, q in list(self._queues.items()):
+            if q.model is not model and q.model.name == model.name and not q.waiting:
+                del self._queues[key]
 
     # ------------------------------------------------------------------ the worker thread
 

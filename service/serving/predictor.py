@@ -6,7 +6,8 @@ Request limits live here, not in the HTTP layer, so every entry point enforces t
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, fields
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +16,8 @@ from numpy.typing import NDArray
 from service.engines.base import SampleJob
 from service.errors import InvalidInput
 from service.model import MCDropoutModel, Prediction, draw_seed
+from service.serving.admission import AdmissionController
+from service.serving.finite import abstain_non_finite
 from service.serving.registry import ModelRegistry
 from service.serving.runner import Runner
 
@@ -25,9 +28,6 @@ if TYPE_CHECKING:
 # values, 0.1-0.5 ms at this size); larger ones go to a thread. Under load (bench/serve_load.py)
 # the thread round trip cost the event loop more per small request than the maths itself.
 INLINE_SUMMARY_VALUES = 10_000
-
-# Prediction's fields whose float arrays are checked for NaN/inf before a reply.
-_CHECKED_FIELDS = tuple(f.name for f in fields(Prediction) if f.name != "raw_samples")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class PredictParams:
     return_samples: bool = False
     refer: bool = True  # record abstained rows in the referral store
     request_id: str = ""
+    timeout_ms: int | None = None  # lowers the server's deadline for this request
 
 
 def _invalid(field: str, msg: str) -> InvalidInput:
@@ -66,11 +67,18 @@ class Predictor:
         runner: Runner,
         limits: Limits,
         referrals: ReferralRecorder | None = None,
+        admission: AdmissionController | None = None,
     ) -> None:
         self.registry = registry
         self.runner = runner
         self.limits = limits
         self.referrals = referrals
+        self.admission = admission  # None: no bound and no deadline (library use, tests)
+
+    def admitted(self, cost: int, timeout_ms: int | None) -> AbstractAsyncContextManager[None]:
+        if self.admission is None:
+            return nullcontext()
+        return self.admission.admitted(cost, self.admission.deadline_for(timeout_ms))
 
     def max_samples(self, model: MCDropoutModel) -> int:
         return min(model.manifest.max_samples, self.limits.max_samples)
@@ -104,15 +112,21 @@ class Predictor:
             )
         x = model.prepare(inputs)
         seed = draw_seed() if params.seed is None else params.seed
-        raw = await self.runner.sample(model, SampleJob(x, t, seed))
-        if raw.size <= INLINE_SUMMARY_VALUES:
-            # Tens of microseconds: cheaper on the loop than a round trip through a thread.
-            pred = _summarize(model, raw, seed, params)
-        else:
-            # The maths over T×N×D values can take a while for large requests: keep it off the
-            # loop, so other requests' replies are not held up behind it.
-            pred = await asyncio.to_thread(_summarize, model, raw, seed, params)
-        _check_finite(pred)
+        async with self.admitted(t * n, params.timeout_ms):
+            raw = await self.runner.sample(model, SampleJob(x, t, seed))
+            if raw.size <= INLINE_SUMMARY_VALUES:
+                # Tens of microseconds: cheaper on the loop than a round trip through a thread.
+                pred = _summarize(model, raw, seed, params)
+            else:
+                # The maths over T×N×D values can take a while for large requests: keep it off
+                # the loop, so other requests' replies are not held up behind it.
+                pred = await asyncio.to_thread(_summarize, model, raw, seed, params)
+        return await self.finish(model, inputs, abstain_non_finite(pred), params)
+
+    async def finish(
+        self, model: MCDropoutModel, inputs: Any, pred: Prediction, params: PredictParams
+    ) -> Prediction:
+        """Last step of every prediction path: queue the abstained rows for a person."""
         if self.referrals is not None and params.refer and pred.abstain.any():
             # Never raises, and never waits past its write timeout (see ReferralRecorder).
             pred.referral_ids = await self.referrals.record(
@@ -132,36 +146,6 @@ class Predictor:
 def _summarize(
     model: MCDropoutModel, raw: NDArray[np.float32], seed: int, params: PredictParams
 ) -> Prediction:
-    # Samples that overflowed make numpy warn (inf - inf); _check_finite reports them instead.
+    # Samples that overflowed make numpy warn (inf - inf); abstain_non_finite answers those rows.
     with np.errstate(all="ignore"):
         return model.summarize(raw, seed, params.threshold, params.metric, params.return_samples)
-
-
-def _check_finite(pred: Prediction) -> None:
-    """Outputs go out as JSON, which has no NaN or Infinity: refuse rather than emit them.
-
-    Finite inputs can still overflow float32 inside the network when they sit far outside the
-    training data; that is the request's doing, so it is a 422 naming the rows.
-    """
-    arrays = [getattr(pred, name) for name in _CHECKED_FIELDS]
-    arrays = [a for a in arrays if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
-    # Fast path: one isfinite over all values at once (the per-row check below is only needed
-    # to name the bad rows).
-    flat = [a.ravel() for a in arrays]
-    if pred.raw_samples is not None:
-        flat.append(pred.raw_samples.ravel())
-    if np.isfinite(np.concatenate(flat)).all():
-        return
-    bad = np.zeros(pred.mean.shape[0], dtype=bool)
-    for value in arrays:
-        finite = np.isfinite(value)
-        bad |= ~finite.reshape(finite.shape[0], -1).all(axis=1)
-    if pred.raw_samples is not None:
-        bad |= ~np.isfinite(pred.raw_samples).all(axis=(0, 2))
-    if bad.any():
-        rows = np.flatnonzero(bad)[:10].tolist()
-        raise _invalid(
-            "inputs",
-            f"the model's outputs are not finite for rows {rows}; these inputs are far outside "
-            "the range the model was trained on",
-        )

@@ -1,21 +1,30 @@
-"""The models a server holds: every folder under the model directory, loaded once at start-up.
+"""The models a server holds: every folder under the model directory, loaded at start-up and
+again on reload (SIGHUP or POST /v1/admin/reload).
 
-A folder that fails to load (corrupt weights, wrong checksum, bad manifest, inactive dropout)
-is kept as a not-ready entry with its reason, so the other models keep serving and
-GET /v1/models can say what went wrong.
+A folder that fails to load (corrupt weights, wrong checksum, bad manifest, inactive dropout,
+a link out of the directory) is kept as a not-ready entry with its reason, so the other models
+keep serving and GET /v1/models can say what went wrong. A missing model directory is not fatal
+either: the server stays live with no model ready (readiness says why) until a reload finds it.
+
+Reload loads new and changed folders beside the models in service and then replaces the whole
+name → entry map in one assignment, so a lookup sees the old map or the new one, never a mix.
+A request that already holds a model object finishes on it. A changed folder that fails to
+load leaves its previous version serving, with the failure in `reload_error`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from service.artifact import Manifest, read_manifest
-from service.errors import ModelNotFound, ModelNotReady
+from service.errors import ArtifactError, ModelNotFound, ModelNotReady
 from service.model import MCDropoutModel, load_model
 from service.serving.names import valid_model_name
+from service.serving.paths import check_folder, fingerprint
 
 log = logging.getLogger("mcdrop.registry")
 
@@ -29,6 +38,8 @@ class ModelEntry:
     model: MCDropoutModel | None = None
     manifest: Manifest | None = None  # kept when the manifest reads but the model does not load
     reason: str | None = None
+    reload_error: str | None = None  # the last reload of a changed folder failed; still serving
+    fingerprint: tuple[tuple[str, int, int], ...] = field(default=(), repr=False)
 
     @property
     def ready(self) -> bool:
@@ -55,6 +66,8 @@ class ModelRegistry:
         self.num_threads = num_threads
         self.entries: dict[str, ModelEntry] = {}
         self.loaded = False  # true once load_all has finished, whatever the outcome per model
+        self.error: str | None = None  # why nothing could be scanned (missing directory)
+        self._reload_lock = threading.Lock()  # one scan at a time (SIGHUP and HTTP may race)
 
     def discover(self) -> list[Path]:
         """Model folders under model_dir, sorted by name; raises ValueError when there is no dir."""
@@ -71,8 +84,18 @@ class ModelRegistry:
         return folders
 
     def load_all(self) -> None:
-        """Load every model folder; one failure never stops the others."""
-        folders = self.discover()
+        """Load every model folder; one failure never stops the others.
+
+        A missing directory leaves the registry loaded but empty (not ready, `error` says why);
+        a default model that is not there is a configuration mistake and raises ValueError.
+        """
+        try:
+            folders = self.discover()
+        except ValueError as e:
+            self.error = str(e)
+            log.error("no models served: %s", e)
+            self.loaded = True
+            return
         if self._default is not None and self._default not in {p.name for p in folders}:
             raise ValueError(
                 f"default model '{self._default}' is not a folder under '{self.model_dir}'"
@@ -81,12 +104,49 @@ class ModelRegistry:
             from service.engines.torch_engine import configure_threads
 
             configure_threads(self.num_threads)
-        for folder in folders:
-            self.entries[folder.name] = self._load_one(folder)
+        with self._reload_lock:
+            self.entries = {f.name: self._load_one(f) for f in folders}
+            self.error = None
         self.loaded = True
 
+    def reload(self) -> dict[str, list[str]]:
+        """Rescan the directory: load new and changed folders, drop removed ones, swap at once.
+
+        Returns the names by outcome: loaded, unchanged, failed (a previous version may still
+        serve), removed. Raises ValueError when the directory is gone; nothing changes then.
+        """
+        with self._reload_lock:
+            folders = self.discover()
+            report: dict[str, list[str]] = {"loaded": [], "unchanged": [], "failed": []}
+            fresh: dict[str, ModelEntry] = {}
+            for folder in folders:
+                old = self.entries.get(folder.name)
+                if old is not None and old.fingerprint == _fingerprint(folder):
+                    fresh[folder.name] = old
+                    report["unchanged"].append(folder.name)
+                    continue
+                new = self._load_one(folder)
+                if new.ready or old is None or not old.ready:
+                    fresh[folder.name] = new
+                    report["loaded" if new.ready else "failed"].append(folder.name)
+                else:  # keep the working version; its old fingerprint makes the next scan retry
+                    fresh[folder.name] = replace(old, reload_error=new.reason)
+                    report["failed"].append(folder.name)
+            report["removed"] = sorted(set(self.entries) - set(fresh))
+            self.entries = fresh  # the atomic swap: one reference assignment
+            self.error = None
+            self.loaded = True
+        log.info("reload: %s", {k: v for k, v in report.items() if v})
+        return report
+
     def _load_one(self, folder: Path) -> ModelEntry:
-        entry = ModelEntry(name=folder.name, folder=folder)
+        entry = ModelEntry(name=folder.name, folder=folder, fingerprint=_fingerprint(folder))
+        try:
+            check_folder(self.model_dir, folder)
+        except (ArtifactError, OSError) as e:  # read nothing from it, not even the manifest
+            entry.reason = f"{type(e).__name__}: {e}"
+            log.error("model '%s' is not ready: %s", folder.name, entry.reason)
+            return entry
         try:
             model = load_model(folder, self.device, self.max_activation_mb, self.engine)
             if not math.isfinite(model.manifest.threshold):
@@ -143,6 +203,13 @@ class ModelRegistry:
         if e.model is None:
             raise ModelNotReady(f"model '{name}' is not ready: {e.reason}")
         return e.model
+
+
+def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    try:
+        return fingerprint(folder)
+    except OSError:  # vanished or unreadable: never equal to a loaded folder's
+        return (("?", -1, -1),)
 
 
 def _clip(text: str, limit: int = 64) -> str:

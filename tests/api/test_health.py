@@ -24,6 +24,7 @@ async def test_live_and_ready(client: httpx.AsyncClient) -> None:
     assert ready.json() == {
         "status": "ready",
         "models": {"broken": False, "tiny_clf": True, "tiny_img": True, "tiny_reg": True},
+        "reason": None,
     }
 
 

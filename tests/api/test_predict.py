@@ -35,9 +35,10 @@ async def test_regression_rows_have_every_field(client: httpx.AsyncClient) -> No
     assert len(body["predictions"]) == 2
     for row in body["predictions"]:
         assert set(row) == {
-            "mean", "variance", "uncertainty", "abstain", "std", "epistemic_variance",
+            "mean", "variance", "uncertainty", "abstain", "reason", "std", "epistemic_variance",
             "aleatoric_variance", "referral_id",
         }  # fmt: skip
+        assert row["reason"] is None  # only rows that abstain whatever the threshold have one
         # total = epistemic + aleatoric, std = sqrt(total), aleatoric = 1/tau (tau = 100).
         assert math.isclose(row["variance"][0], row["epistemic_variance"][0] + 0.01, rel_tol=1e-9)
         assert math.isclose(row["std"][0], math.sqrt(row["variance"][0]), rel_tol=1e-9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +28,8 @@ async def v2(
     # The protocol's examples send a [2, 2] input: a two-feature linear model ("pair") takes it.
     root = tmp_path_factory.mktemp("v2models")
     for name in ("tiny_clf", "tiny_reg", "broken"):
-        (root / name).symlink_to(serving_dir / name)
+        # Copies, not symlinks: a link leading out of the models directory is refused.
+        shutil.copytree(serving_dir / name, root / name)
     linear_model_dir(root / "pair", np.array([1.0, 2.0]), bias=0.5, input_rate=0.5)
     async with running(create_app(Settings(model_dir=str(root)))) as c:
         yield c

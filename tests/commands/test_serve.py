@@ -70,13 +70,6 @@ def test_serve_end_to_end(tmp_path: Path) -> None:
     assert "Application shutdown complete" in output, output[-2000:]
 
 
-def test_serve_refuses_a_missing_model_dir(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["serve", "--model-dir", str(tmp_path / "nowhere")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-
-
 def test_serve_reports_bad_settings(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

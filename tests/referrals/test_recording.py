@@ -214,7 +214,9 @@ async def test_webhook_posts_each_new_referral_with_retries(
                 "/v1/models/tiny_clf/predict", json={"inputs": [CLF_ROW] * 2, "threshold": ALWAYS}
             )
             ids = {p["referral_id"] for p in r.json()["predictions"]}
-            for _ in range(3000):  # wait for both deliveries (bounded at 30 s; not a timing assertion)
+            for _ in range(
+                3000
+            ):  # wait for both deliveries (bounded at 30 s; not a timing assertion)
                 if len(received) == 2:
                     break
                 await asyncio.sleep(0.01)

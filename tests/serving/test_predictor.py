@@ -9,7 +9,8 @@ import pytest
 
 from service.errors import InvalidInput
 from service.model import Prediction
-from service.serving.predictor import Limits, Predictor, PredictParams, _check_finite
+from service.serving.finite import OVERFLOW_REASON, abstain_non_finite
+from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner
 
@@ -25,10 +26,16 @@ def _prediction(mean: list[float]) -> Prediction:
     )  # fmt: skip
 
 
-def test_non_finite_outputs_are_refused_naming_rows() -> None:
-    _check_finite(_prediction([1.0, 2.0]))
-    with pytest.raises(InvalidInput, match=r"rows \[1, 3\]"):
-        _check_finite(_prediction([1.0, np.inf, 0.0, np.nan]))
+def test_non_finite_rows_abstain_with_a_reason_and_finite_placeholders() -> None:
+    fine = abstain_non_finite(_prediction([1.0, 2.0]))
+    assert fine.reason is None and not fine.abstain.any()
+    pred = _prediction([1.0, np.inf, 0.0, np.nan])
+    pred.variance[2, 0] = np.inf  # a row whose mean is finite but whose variance overflowed
+    out = abstain_non_finite(pred)
+    assert out.abstain.tolist() == [False, True, True, True]
+    assert out.reason == [None, OVERFLOW_REASON, OVERFLOW_REASON, OVERFLOW_REASON]
+    assert np.isfinite(out.mean).all() and np.isfinite(out.variance).all()
+    assert out.mean[:, 0].tolist() == [1.0, 0.0, 0.0, 0.0]  # good rows untouched
 
 
 async def test_samples_times_rows_cap(tmp_path: Path, tiny_regression_dir: Path) -> None:

@@ -20,14 +20,19 @@ async def live() -> Liveness:
 @router.get(
     "/ready",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Still loading, or no model ready."}},
+    responses={
+        503: {"model": Readiness, "description": "Still loading, no model ready, or draining."}
+    },
 )
 async def ready(predictor: PredictorDep) -> JSONResponse:
-    """200 once models are loaded and at least one serves; 503 before that."""
+    """200 once models are loaded and at least one serves; 503 before that, and from SIGTERM on
+    (the server is draining: it finishes what it has and takes nothing new)."""
     registry = predictor.registry
-    ok = registry.loaded and registry.any_ready()
+    draining = predictor.admission is not None and predictor.admission.draining
+    ok = registry.loaded and registry.any_ready() and not draining
     body = Readiness(
         status="ready" if ok else "not ready",
         models={name: e.ready for name, e in sorted(registry.entries.items())},
+        reason="shutting down" if draining else registry.error,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -14,9 +14,10 @@ from service.serving.registry import ModelEntry
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-@router.get("", response_model=ModelList, responses={503: ERROR_RESPONSES[503]})
+@router.get("", response_model=ModelList, responses={k: ERROR_RESPONSES[k] for k in (401, 503)})
 async def list_models(predictor: PredictorDep) -> ModelList:
-    """Every model folder found at start-up, with readiness and the reason when not ready."""
+    """Every model folder found at start-up or the last reload, with readiness, the reason when
+    not ready, and the error of a failed reload."""
     registry = predictor.registry
     if not registry.loaded:
         # Same answer as any model lookup before loading ends.
@@ -26,7 +27,9 @@ async def list_models(predictor: PredictorDep) -> ModelList:
 
 
 @router.get(
-    "/{name}", response_model=ModelPublic, responses={k: ERROR_RESPONSES[k] for k in (404, 503)}
+    "/{name}",
+    response_model=ModelPublic,
+    responses={k: ERROR_RESPONSES[k] for k in (401, 404, 503)},
 )
 async def get_model(name: str, predictor: PredictorDep) -> ModelPublic:
     """One model's description, ready or not."""
@@ -34,7 +37,9 @@ async def get_model(name: str, predictor: PredictorDep) -> ModelPublic:
 
 
 def describe(predictor: Predictor, entry: ModelEntry) -> ModelPublic:
-    out = ModelPublic(name=entry.name, ready=entry.ready, reason=entry.reason)
+    out = ModelPublic(
+        name=entry.name, ready=entry.ready, reason=entry.reason, reload_error=entry.reload_error
+    )
     m = entry.manifest
     if m is None:
         return out

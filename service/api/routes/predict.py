@@ -22,7 +22,7 @@ from service.serving.predictor import PredictParams
 router = APIRouter(tags=["predict"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    k: ERROR_RESPONSES[k] for k in (404, 413, 422, 500, 503)
+    k: ERROR_RESPONSES[k] for k in (401, 404, 413, 422, 500, 503, 504)
 }
 
 
@@ -65,6 +65,7 @@ async def _predict(
         return_samples=body.return_samples,
         refer=body.refer,
         request_id=str(request.state.request_id),
+        timeout_ms=body.timeout_ms,
     )
     pred = await predictor.predict(model, body.inputs, params)
     metrics.observe_prediction(resolved, pred)
@@ -88,6 +89,9 @@ async def _predict_auto(
         metric=body.uncertainty_metric,
         max_samples=body.max_samples,
         confidence=body.confidence,
+        timeout_ms=body.timeout_ms,
+        refer=body.refer,
+        request_id=str(request.state.request_id),
     )
     metrics.observe_prediction(name, out.prediction, int(out.samples_used.sum()))
     response = to_response(name, model, out.prediction, str(request.state.request_id))
@@ -106,6 +110,7 @@ def to_response(
     mean, var = pred.mean.tolist(), pred.variance.tolist()
     unc, abstain = pred.uncertainty.tolist(), pred.abstain.tolist()
     ref = pred.referral_ids or [None] * len(abstain)
+    reason = pred.reason or [None] * len(abstain)
     rows: list[RegressionPrediction] | list[ClassificationPrediction]
     if pred.task == "regression":
         assert pred.std is not None and pred.epistemic_variance is not None
@@ -119,6 +124,7 @@ def to_response(
                 uncertainty=unc[i],
                 abstain=abstain[i],
                 referral_id=ref[i],
+                reason=reason[i],
                 std=std[i],
                 epistemic_variance=epi[i],
                 aleatoric_variance=alea[i],
@@ -140,6 +146,7 @@ def to_response(
                 uncertainty=unc[i],
                 abstain=abstain[i],
                 referral_id=ref[i],
+                reason=reason[i],
                 probabilities=probs[i],
                 label=labels[i],
                 class_label=names[labels[i]] if names else None,

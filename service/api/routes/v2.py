@@ -22,6 +22,7 @@ from service.api.v2_binary import HEADER, ProtocolError, decode_inputs, encode_r
 from service.api.v2_schemas import (
     ADAPTIVE_OUTPUTS,
     REQUEST_PARAMETERS,
+    V2_ERROR_RESPONSES,
     InferRequest,
     ParamValue,
     output_specs,
@@ -32,7 +33,7 @@ from service.serving.adaptive import AdaptivePrediction, predict_adaptive
 from service.serving.predictor import Predictor, PredictParams
 from service.serving.registry import ModelEntry
 
-router = APIRouter(prefix="/v2", tags=["v2"])
+router = APIRouter(prefix="/v2", tags=["v2"], responses=V2_ERROR_RESPONSES)
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -187,12 +188,16 @@ async def infer(
     rows = x.tolist()  # the predictor counts rows and applies the same limits as /predict
     samples = params.get("samples")
     adaptive: AdaptivePrediction | None = None
+    refer = params.get("refer", True)
+    if not isinstance(refer, bool):
+        raise ProtocolError("parameters.refer: expected a boolean")
+    request_id = str(request.state.request_id)
     if samples == "auto":
         adaptive = await predict_adaptive(
             predictor, model, rows,
             seed=_int(params, "seed"), threshold=_float(params, "threshold"),
             metric=_str(params, "uncertainty_metric"), max_samples=_int(params, "max_samples"),
-            confidence=_float(params, "confidence"),
+            confidence=_float(params, "confidence"), refer=refer, request_id=request_id,
         )  # fmt: skip
         pred = adaptive.prediction
         metrics.observe_prediction(name, pred, int(adaptive.samples_used.sum()))
@@ -200,13 +205,10 @@ async def infer(
         for key in ("max_samples", "confidence"):
             if key in params:
                 raise ProtocolError(f'parameters.{key}: applies only with samples "auto"')
-        refer = params.get("refer", True)
-        if not isinstance(refer, bool):
-            raise ProtocolError("parameters.refer: expected a boolean")
         p = PredictParams(
             samples=_int(params, "samples"), seed=_int(params, "seed"),
             threshold=_float(params, "threshold"), metric=_str(params, "uncertainty_metric"),
-            refer=refer, request_id=str(request.state.request_id),
+            refer=refer, request_id=request_id,
         )  # fmt: skip
         pred = await predictor.predict(model, rows, p)
         metrics.observe_prediction(name, pred)

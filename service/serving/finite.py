@@ -1,0 +1,59 @@
+"""Outputs are never NaN or Infinity: a row whose computation overflowed abstains with a reason.
+
+Finite inputs can still overflow float32 inside the network when they sit far outside the
+training data. Failing the whole request for that would punish the other rows, and JSON has no
+NaN or Infinity, so the row is answered instead: `abstain: true`, a `reason` saying why, and
+its numbers set to 0. The zeros are placeholders that keep the response well-typed; the reason
+tells the caller not to read them. Rows that computed fine are untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.model import Prediction
+
+OVERFLOW_REASON = (
+    "overflow: the model's outputs for this row are not finite (its inputs are far outside "
+    "the range the model was trained on); the row's numbers are placeholders"
+)
+
+
+def non_finite_rows(pred: Prediction) -> NDArray[np.bool_]:
+    """(N,) True where any float output of the row (raw samples included) is not finite."""
+    bad = np.zeros(pred.abstain.shape[0], dtype=bool)
+    for f in fields(pred):
+        value = getattr(pred, f.name)
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+            continue
+        finite = np.isfinite(value)
+        if f.name == "raw_samples":  # (T, N, D): rows on axis 1
+            bad |= ~finite.all(axis=(0, 2))
+        else:
+            bad |= ~finite.reshape(finite.shape[0], -1).all(axis=1)
+    return bad
+
+
+def abstain_non_finite(pred: Prediction) -> Prediction:
+    """Zero the overflowed rows' numbers, make them abstain and give each its reason (in place)."""
+    bad = non_finite_rows(pred)
+    if not bad.any():
+        return pred
+    for f in fields(pred):
+        value = getattr(pred, f.name)
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+            continue
+        if f.name == "raw_samples":
+            value[:, bad] = 0.0
+        else:
+            value[bad] = 0.0
+    pred.abstain = pred.abstain | bad
+    reasons = pred.reason or [None] * len(bad)
+    pred.reason = [OVERFLOW_REASON if b else r for b, r in zip(bad.tolist(), reasons, strict=True)]
+    return pred
+
+
+__all__ = ["OVERFLOW_REASON", "abstain_non_finite", "non_finite_rows"]
