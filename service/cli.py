@@ -9,6 +9,7 @@ import sys
 # One module per subcommand; each defines register(subparsers) and sets args.func.
 COMMANDS = [
     "service.commands.train",
+    "service.commands.bench",
 ]
 
 
