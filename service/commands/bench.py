@@ -23,6 +23,10 @@ def register(sub: Any) -> None:
     u.add_argument("--batch-size", type=int, default=32, help="minibatch rows (see README)")
     u.add_argument("--val-samples", type=int, default=1000, help="T for grid-point validation")
     u.add_argument("--test-samples", type=int, default=10_000, help="T for the test figures")
+    u.add_argument(
+        "--search-multiplier", type=int, default=1,
+        help="grid search with n_epochs x this (1: the issue's protocol; 10: as Gal's 10x runs)",
+    )  # fmt: skip
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--out", default="bench/results/uci.json", help="JSON results file")
     u.set_defaults(func=run)
@@ -43,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         val_samples=args.val_samples,
         test_samples=args.test_samples,
         seed=args.seed,
+        search_multiplier=args.search_multiplier,
     )
     report = run_benchmark(
         root, datasets, cfg, max_splits=splits, jobs=args.jobs, threads=args.threads,
