@@ -39,8 +39,10 @@ def passes(dataset: str, summary: dict[str, dict[str, float]]) -> dict[str, bool
     }
 
 
-def _pm(mean: float, se: float) -> str:
-    digits = 4 if abs(mean) < 0.1 else 2
+def _pm(mean: float, se: float, digits: int | None = None) -> str:
+    """Ours with 4 decimals where 2 would show 0.00 (naval); published figures as printed."""
+    if digits is None:
+        digits = 4 if abs(mean) < 0.1 else 2
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
@@ -57,7 +59,7 @@ def table(results: list[dict[str, Any]]) -> str:
         pub = PUBLISHED.get(name, {})
 
         def paper(key: str, pub: dict[str, tuple[float, float]] = pub) -> str:
-            return _pm(*pub[key]) if key in pub else "n/a"
+            return _pm(*pub[key], digits=2) if key in pub else "n/a"
 
         verdict = passes(name, s)
         mark = (
