@@ -12,6 +12,7 @@ COMMANDS = [
     "service.commands.serve",
     "service.commands.export_onnx",
     "service.commands.referrals",
+    "service.commands.bench",
 ]
 
 

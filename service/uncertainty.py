@@ -161,3 +161,45 @@ def brier(probabilities: NDArray[np.floating], labels: NDArray[np.integer]) -> f
     onehot = np.zeros_like(p)
     onehot[np.arange(p.shape[0]), np.asarray(labels)] = 1.0
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+
+
+class StreamingRegressionScore:
+    """RMSE of the MC mean and the paper's test log-likelihood, fed T samples chunk by chunk.
+
+    Holds O(N) state (running sum and running logsumexp per row), so T = 10,000 passes over
+    thousands of rows never need a (T, N) array. Matches `rmse` and `mc_log_likelihood` on the
+    concatenated samples.
+    """
+
+    def __init__(self, y: NDArray[np.floating], tau: float) -> None:
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        self.y = np.asarray(y, np.float64).reshape(len(y), -1)  # (N, D)
+        self.tau = float(tau)
+        self.count = 0
+        self._sum = np.zeros_like(self.y)
+        self._lse = np.full(len(self.y), -np.inf)
+
+    def update(self, samples: NDArray[np.floating]) -> None:
+        """samples: (t, N, D) or (t, N), in the target's units."""
+        s = np.asarray(samples, np.float64).reshape(-1, *self.y.shape)
+        self.count += s.shape[0]
+        self._sum += s.sum(axis=0)
+        sq = np.sum((self.y[None] - s) ** 2, axis=2)  # (t, N)
+        self._lse = np.logaddexp(self._lse, logsumexp(-0.5 * self.tau * sq, axis=0))
+
+    @property
+    def mean(self) -> FloatArray:
+        if self.count == 0:
+            raise ValueError("no samples yet")
+        out: FloatArray = self._sum / self.count
+        return out
+
+    def rmse(self) -> float:
+        return rmse(self.mean, self.y)
+
+    def log_likelihood(self) -> float:
+        d = self.y.shape[1]
+        ll = self._lse - math.log(self.count)
+        ll += -0.5 * d * math.log(2 * math.pi) + 0.5 * d * math.log(self.tau)
+        return float(np.mean(ll))

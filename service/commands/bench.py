@@ -1,0 +1,58 @@
+"""`mcdrop bench uci`: the MC dropout paper's UCI regression table, with the paper's protocol."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("bench", help="reproduce published benchmarks")
+    bench = p.add_subparsers(dest="benchmark", required=True)
+    u: argparse.ArgumentParser = bench.add_parser(
+        "uci", help="UCI regression (Gal & Ghahramani 2016, Table 1): RMSE and test LL"
+    )
+    u.add_argument("--data-dir", help="UCI folders (default: ../shared/data/uci from the repo)")
+    u.add_argument("--datasets", nargs="+", help="folder names (default: all nine)")
+    u.add_argument("--splits", type=int, help="use only the first K splits of each dataset")
+    u.add_argument("--jobs", type=int, default=1, help="datasets run in parallel processes")
+    u.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    u.add_argument("--quick", action="store_true", help="3 splits of the five small sets")
+    u.add_argument("--batch-size", type=int, default=32, help="minibatch rows (see README)")
+    u.add_argument("--val-samples", type=int, default=1000, help="T for grid-point validation")
+    u.add_argument("--test-samples", type=int, default=10_000, help="T for the test figures")
+    u.add_argument(
+        "--search-multiplier", type=int, default=1,
+        help="grid search with n_epochs x this (1: the issue's protocol; 10: as Gal's 10x runs)",
+    )  # fmt: skip
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--out", default="bench/results/uci.json", help="JSON results file")
+    u.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.uci.data import DATASETS, QUICK_DATASETS, resolve_data_dir
+    from service.uci.protocol import ProtocolConfig
+    from service.uci.runner import run_benchmark
+
+    root = resolve_data_dir(args.data_dir)
+    datasets = list(args.datasets or (QUICK_DATASETS if args.quick else DATASETS))
+    splits = args.splits if args.splits is not None else (3 if args.quick else None)
+    if args.jobs < 1 or args.threads < 1:
+        raise ValueError("--jobs and --threads must be at least 1")
+    cfg = ProtocolConfig(
+        batch_size=args.batch_size,
+        val_samples=args.val_samples,
+        test_samples=args.test_samples,
+        seed=args.seed,
+        search_multiplier=args.search_multiplier,
+    )
+    report = run_benchmark(
+        root, datasets, cfg, max_splits=splits, jobs=args.jobs, threads=args.threads,
+        out=Path(args.out), command="mcdrop " + " ".join(sys.argv[1:]),
+    )  # fmt: skip
+    print(report["table"])
+    print(f"wall time {report['wall_time_s']:.0f}s; results in {args.out}")
+    return 0

@@ -1,0 +1,88 @@
+"""Run the protocol over datasets, in worker processes if asked, and write the JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from service.uci.data import load_dataset
+from service.uci.protocol import ProtocolConfig, run_dataset
+from service.uci.report import machine, passes, table
+
+# Smallest first: a run cut short still has finished datasets in its JSON, and the two longest
+# (naval, protein) end up running side by side with --jobs 2.
+_COST_ORDER = ("yacht", "bostonHousing", "energy", "concrete", "wine-quality-red", "kin8nm",
+               "power-plant", "naval-propulsion-plant", "protein-tertiary-structure")  # fmt: skip
+
+
+def _one(
+    root: str, name: str, max_splits: int | None, cfg: ProtocolConfig, threads: int
+) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    result = run_dataset(load_dataset(Path(root), name, max_splits), cfg)
+    print(f"[uci] {name}: done in {time.perf_counter() - t0:.0f}s", flush=True)
+    return result
+
+
+def run_benchmark(
+    root: Path,
+    datasets: list[str],
+    cfg: ProtocolConfig,
+    max_splits: int | None = None,
+    jobs: int = 1,
+    threads: int = 1,
+    out: Path | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    load_start = list(os.getloadavg())
+    order = sorted(datasets, key=lambda n: _COST_ORDER.index(n) if n in _COST_ORDER else -1)
+    by_name: dict[str, dict[str, Any]] = {}
+
+    def write(final: bool) -> dict[str, Any]:
+        results = [by_name[n] for n in datasets if n in by_name]
+        report = {
+            "benchmark": "UCI regression, MC dropout (Gal & Ghahramani 2016, Table 1 protocol)",
+            "command": command,
+            "complete": final,
+            "started_utc": started.isoformat(timespec="seconds"),
+            "wall_time_s": time.perf_counter() - t0,
+            "jobs": jobs,
+            "machine": {**machine(), "load_average_at_start": load_start},
+            "config": asdict(cfg),
+            "max_splits": max_splits,
+            "targets_10x": {r["dataset"]: passes(r["dataset"], r["summary"]) for r in results},
+            "datasets": results,
+        }
+        if out is not None:  # rewritten after every dataset, so a cut-short run keeps its part
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(out.suffix + ".tmp")
+            tmp.write_text(json.dumps(report, indent=1))
+            tmp.replace(out)
+        return report
+
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_one, str(root), n, max_splits, cfg, threads): n for n in order}
+            for f in as_completed(futures):
+                by_name[futures[f]] = f.result()
+                write(final=False)
+    else:
+        for n in order:
+            by_name[n] = _one(str(root), n, max_splits, cfg, threads)
+            write(final=False)
+    report = write(final=True)
+    results = [by_name[n] for n in datasets]
+    report["table"] = table(results)
+    return report
