@@ -9,6 +9,8 @@ import sys
 # One module per subcommand; each defines register(subparsers) and sets args.func.
 COMMANDS = [
     "service.commands.train",
+    "service.commands.calibrate",
+    "service.commands.evaluate",
 ]
 
 
