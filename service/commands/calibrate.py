@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     manifest.uncertainty_metric = metric
     manifest.threshold = op.threshold
     manifest.calibration = calibration
+    manifest.training["threshold_source"] = "mcdrop calibrate: see calibration"
     write_manifest(folder, manifest)
     print(f"wrote {folder}/model.json: {metric} > {op.threshold:.6g} abstains", file=sys.stderr)
     return 0
