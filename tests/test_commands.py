@@ -145,3 +145,13 @@ def test_calibrate_rmse_target(tiny_regression_dir: Path, tmp_path: Path) -> Non
     cal = read_manifest(reg).calibration
     assert cal is not None and cal["target_rmse"] == 3.5
     assert cal["retained_rmse"] <= cal["retained_rmse_upper_bound"] <= 3.5
+
+
+def test_rows_of_the_wrong_width_are_a_clear_error(
+    tiny_classifier_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "bad.npz"
+    np.savez(data, x=np.zeros((5, 3)), y=np.zeros(5))
+    argv = ["evaluate", str(tiny_classifier_dir), "--data", str(data), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "expected N rows of shape [4]" in capsys.readouterr().err

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print("  " + name + ": " + ", ".join(f"{k} {v:.5f}" for k, v in rep["aurc"].items()))
     print()
     print(E.markdown_table(mc_report, std_report, m.uncertainty_metric, std_metric))
-    op = report["operating_point"]
+    op = {k: v for k, v in report["operating_point"].items() if k != "calibration"}
     print(f"\noperating point ({m.uncertainty_metric} > {m.threshold:.6g}): {json.dumps(op)}")
     print(f"wrote {out}/report.json and 4 PNGs", file=sys.stderr)
     return 0
