@@ -50,7 +50,9 @@ def plan_chunks(jobs: list[tuple[int, int]], max_rows: int) -> list[list[Segment
     for j, (n, t) in enumerate(jobs):
         t0 = 0
         while t0 < t:
-            take = min(t - t0, (max_rows - used) // max(n, 1))
+            # max(..., 0): after a lone sample wider than the budget, `used` exceeds max_rows,
+            # and a negative take would walk t0 backwards forever.
+            take = min(t - t0, max(max_rows - used, 0) // max(n, 1))
             if take == 0:
                 if current:
                     chunks.append(current)
