@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from service.errors import MCDropError
+
 # One module per subcommand; each defines register(subparsers) and sets args.func.
 COMMANDS = [
     "service.commands.train",
@@ -13,6 +15,8 @@ COMMANDS = [
     "service.commands.export_onnx",
     "service.commands.referrals",
     "service.commands.bench",
+    "service.commands.calibrate",
+    "service.commands.evaluate",
 ]
 
 
@@ -30,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MCDropError) as e:
         print(f"mcdrop {args.command}: error: {e}", file=sys.stderr)
         return 2
     return code

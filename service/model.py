@@ -89,6 +89,9 @@ class MCDropoutModel:
             raise InvalidInput(f"{field}: expected at least one row")
         if arr.ndim == 2 and arr.shape[1] == self.manifest.input_size:
             arr = arr.reshape(arr.shape[0], *shape)
+        # Single-channel images may also come without their channel axis: (N, H, W).
+        if len(shape) == 3 and shape[0] == 1 and arr.ndim == 3 and list(arr.shape[1:]) == shape[1:]:
+            arr = arr[:, None]
         if arr.ndim != len(shape) + 1 or list(arr.shape[1:]) != shape:
             flat = self.manifest.input_size
             raise InvalidInput(

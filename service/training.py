@@ -76,7 +76,9 @@ def _standardise(a: NDArray[np.float64], axis: int = 0) -> tuple[NDArray[np.floa
     return mean, std
 
 
-def _split(n: int, val_fraction: float, seed: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+def validation_split(
+    n: int, val_fraction: float, seed: int
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     perm = np.random.default_rng(seed).permutation(n)
     n_val = round(n * val_fraction)
     return perm[n_val:], perm[:n_val]
@@ -89,7 +91,7 @@ def train(
     torch.manual_seed(cfg.seed)
     x_all = np.asarray(ds.x, np.float64) * cfg.input_scale
     input_shape = list(x_all.shape[1:])
-    tr, va = _split(len(x_all), cfg.val_fraction, cfg.seed)
+    tr, va = validation_split(len(x_all), cfg.val_fraction, cfg.seed)
     images = cfg.arch == "convnet"
     # Images get one global mean/std (per-pixel statistics would blow up on constant borders).
     if images:

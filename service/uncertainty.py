@@ -203,3 +203,43 @@ class StreamingRegressionScore:
         ll = self._lse - math.log(self.count)
         ll += -0.5 * d * math.log(2 * math.pi) + 0.5 * d * math.log(self.tau)
         return float(np.mean(ll))
+
+
+def confidence(probabilities: NDArray[np.floating]) -> FloatArray:
+    """The probability of the predicted class, max_k p_k."""
+    out: FloatArray = np.max(np.asarray(probabilities, np.float64), axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """Equal-width confidence bins (lo, hi]: counts, mean confidence and accuracy per bin."""
+
+    edges: FloatArray  # (B + 1,)
+    count: NDArray[np.int64]  # (B,)
+    confidence: FloatArray  # (B,), NaN for an empty bin
+    accuracy: FloatArray  # (B,), NaN for an empty bin
+
+
+def reliability_bins(
+    probabilities: NDArray[np.floating], labels: NDArray[np.integer], bins: int = 15
+) -> ReliabilityBins:
+    conf = confidence(probabilities)
+    correct = (np.argmax(probabilities, axis=1) == np.asarray(labels)).astype(np.float64)
+    # Bins are (lo, hi] as in Guo et al. (2017); a confidence of exactly 0 joins the first bin.
+    idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
+        mean_acc = np.bincount(idx, weights=correct, minlength=bins) / count
+    return ReliabilityBins(np.linspace(0.0, 1.0, bins + 1), count, mean_conf, mean_acc)
+
+
+def expected_calibration_error(
+    probabilities: NDArray[np.floating], labels: NDArray[np.integer], bins: int = 15
+) -> float:
+    """ECE = sum_b (n_b / n) |accuracy_b - confidence_b| over equal-width confidence bins."""
+    rb = reliability_bins(probabilities, labels, bins)
+    filled = rb.count > 0
+    gaps = np.abs(rb.accuracy[filled] - rb.confidence[filled])
+    return float(np.sum(rb.count[filled] * gaps) / np.sum(rb.count))

@@ -21,6 +21,10 @@ def register(sub: Any) -> None:
     p.add_argument("--hidden", type=int, default=50, help="units per hidden layer")
     p.add_argument("--layers", type=int, default=2, help="hidden layers")
     p.add_argument("--activation", choices=["relu", "tanh"], default="relu")
+    p.add_argument(
+        "--channels", type=int, nargs="+", default=[32, 64],
+        help="convnet: output channels of each conv block (default: 32 64)",
+    )  # fmt: skip
     p.add_argument("--dropout", type=float, default=0.1, help="drop rate of hidden layers")
     p.add_argument(
         "--input-dropout", type=float, help="drop rate of the input (default: --dropout)"
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         hidden=args.hidden,
         layers=args.layers,
         activation=args.activation,
+        conv_channels=list(args.channels),
         dropout=args.dropout,
         input_dropout=args.input_dropout,
         noise=args.noise,

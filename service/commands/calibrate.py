@@ -1,0 +1,151 @@
+"""`mcdrop calibrate`: set a model's abstain threshold from labelled held-out data.
+
+See service/calibration.py for the method and why the guarantee holds. The manifest is only
+rewritten (atomically) when a threshold meets the target; otherwise nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+SELECT_FRACTION = 0.2
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "calibrate", help="choose the abstain threshold from held-out data, with a guarantee"
+    )
+    p.add_argument("model", help="model folder, or the name of one under models/")
+    p.add_argument("--data", required=True, help="labelled held-out data: .csv, .npz or idx")
+    p.add_argument("--target", dest="target_col", help="CSV target column name")
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--max-referral-rate", type=float, help="refer at most this fraction")
+    goal.add_argument("--target-error", type=float, help="classification: retained error <= e")
+    goal.add_argument("--target-rmse", type=float, help="regression: retained RMSE <= v")
+    p.add_argument("--delta", type=float, default=0.05, help="1 - confidence (default 0.05)")
+    p.add_argument(
+        "--metric", help="uncertainty measure (default: compare all, keep the lowest AURC)"
+    )
+    p.add_argument(
+        "--error-bound", type=float,
+        help="regression: |error| assumed <= this (default 4 x the training target std)",
+    )  # fmt: skip
+    p.add_argument("--samples", type=int, help="MC passes T (default: the manifest's)")
+    p.add_argument("--seed", type=int, default=0, help="MC seed and selection/test split seed")
+    p.add_argument("--dry-run", action="store_true", help="report, but leave the manifest alone")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from service import calibration as C
+    from service.artifact import write_manifest
+    from service.data import read_dataset
+    from service.heldout import data_fingerprint, resolve_model_dir, score_mc
+    from service.model import load_model, metrics_for
+    from service.selective import aurc
+
+    folder = resolve_model_dir(args.model)
+    model = load_model(folder, device="cpu")
+    task = model.task
+    if args.target_error is not None and task != "classification":
+        raise ValueError("--target-error is for classifiers; use --target-rmse for regression")
+    if args.target_rmse is not None and task != "regression":
+        raise ValueError("--target-rmse is for regression; use --target-error for classifiers")
+    metrics = metrics_for(task)
+    if args.metric is not None and args.metric not in metrics:
+        raise ValueError(f"--metric: expected one of {list(metrics)}, got '{args.metric}'")
+
+    ds = read_dataset(args.data, args.target_col)
+    samples = model.resolve_samples(args.samples)
+    scored = score_mc(model, ds, samples, args.seed)
+    n = len(scored.loss)
+    regression = task == "regression"
+    # Metric choice and candidate thresholds look at the selection part only (see calibration.py).
+    needs_split = args.max_referral_rate is None or args.metric is None
+    sel, test = (
+        C.select_test_split(n, SELECT_FRACTION, args.seed)
+        if needs_split
+        else (np.zeros(0, np.intp), np.arange(n))
+    )
+    aurcs = {
+        m: aurc(scored.uncertainty[m][sel], scored.loss[sel], root=regression)
+        for m in metrics
+        if len(sel)
+    }
+    metric = args.metric or min(aurcs, key=lambda m: aurcs[m])
+    u = scored.uncertainty[metric]
+
+    target: dict[str, float]
+    try:
+        if args.max_referral_rate is not None:
+            target = {"max_referral_rate": args.max_referral_rate}
+            op = C.calibrate_referral(u[test], args.max_referral_rate, args.delta)
+            method = "order statistic with a Beta(n - j + 1, j) bound on the referral rate"
+            kept_loss = float(np.mean(scored.loss[test][u[test] <= op.threshold]))
+            risk = float(np.sqrt(kept_loss)) if regression else kept_loss
+            risk_bound = None
+        elif not regression:
+            target = {"target_error": args.target_error}
+            op = C.calibrate_risk(u, scored.loss, args.target_error, args.delta, True, (sel, test))
+            method = "learn-then-test, fixed-sequence, binomial (Clopper-Pearson) p-values"
+            risk, risk_bound = op.risk, op.risk_upper_bound
+        else:
+            target = {"target_rmse": args.target_rmse}
+            bound = args.error_bound or 4.0 * float(max(model.manifest.normalization.y_std or [1]))
+            scale = bound**2
+            loss01 = np.minimum(scored.loss, scale) / scale
+            alpha = args.target_rmse**2 / scale
+            if alpha >= 1.0:
+                raise ValueError("--target-rmse must be below --error-bound")
+            op = C.calibrate_risk(u, loss01, alpha, args.delta, False, (sel, test))
+            method = "learn-then-test, fixed-sequence, Hoeffding-Bentkus p-values on clipped squared error"
+            risk, risk_bound = (
+                float(np.sqrt(op.risk * scale)),
+                float(np.sqrt(op.risk_upper_bound * scale)),
+            )
+            target["error_bound"] = bound
+            target["rows_over_error_bound"] = int(np.sum(scored.loss > scale))
+    except C.TargetUnreachable as e:
+        print(f"mcdrop calibrate: target not met, nothing written: {e}", file=sys.stderr)
+        return 1
+
+    calibration = {
+        "method": method,
+        "metric": metric,
+        "threshold": op.threshold,
+        **target,
+        "delta": args.delta,
+        "coverage": op.coverage,
+        "referral_rate": 1.0 - op.coverage,
+        ("retained_rmse" if regression else "retained_error"): risk,
+        ("retained_rmse_upper_bound" if regression else "retained_error_upper_bound"): risk_bound,
+        "referral_rate_upper_bound": (
+            op.risk_upper_bound if args.max_referral_rate is not None else None
+        ),
+        "n": n,
+        "n_select": len(sel),
+        "n_test": len(test),
+        **data_fingerprint(args.data),
+        "samples": samples,
+        "seed": args.seed,
+        "aurc_on_selection": aurcs or None,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    print(json.dumps(calibration, indent=2))
+    if args.dry_run:
+        print("dry run: manifest left unchanged", file=sys.stderr)
+        return 0
+    manifest = model.manifest.model_copy(deep=True)
+    manifest.uncertainty_metric = metric
+    manifest.threshold = op.threshold
+    manifest.calibration = calibration
+    manifest.training["threshold_source"] = "mcdrop calibrate: see calibration"
+    write_manifest(folder, manifest)
+    print(f"wrote {folder}/model.json: {metric} > {op.threshold:.6g} abstains", file=sys.stderr)
+    return 0

@@ -1,0 +1,97 @@
+"""PNG plots for `mcdrop evaluate` (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
+
+from service import uncertainty as U
+from service.heldout import Scored
+from service.selective import risk_coverage
+
+
+def risk_coverage_plot(scored: list[Scored], path: Path) -> None:
+    """Retained error (or RMSE) against coverage, one line per method and measure."""
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=90)
+    for s in scored:
+        for metric, u in s.uncertainty.items():
+            rc = risk_coverage(u, s.loss)
+            risk = np.sqrt(rc.risk) if s.task == "regression" else rc.risk
+            style = "-" if s.method == "mc_dropout" else "--"
+            ax.plot(rc.coverage, risk, style, label=f"{s.method}: {metric}", lw=1.4)
+    ax.set_xlabel("coverage (fraction retained)")
+    ax.set_ylabel("retained RMSE" if scored[0].task == "regression" else "retained error rate")
+    ax.set_title("Risk-coverage: refer the most uncertain first")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def reliability_plot(
+    scored: list[Scored], y: NDArray[np.float64], path: Path, tau: float | None = None
+) -> None:
+    """Classification: accuracy against confidence in 15 bins. Regression: interval coverage."""
+    fig, ax = plt.subplots(figsize=(5, 4.6), dpi=90)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    for s in scored:
+        if s.task == "classification":
+            assert s.probabilities is not None
+            rb = U.reliability_bins(s.probabilities, y.astype(np.int64))
+            filled = rb.count > 0
+            ece = U.expected_calibration_error(s.probabilities, y.astype(np.int64))
+            ax.plot(rb.confidence[filled], rb.accuracy[filled], "o-", ms=3,
+                    label=f"{s.method} (ECE {ece:.3f})")  # fmt: skip
+        else:
+            assert s.mean is not None and s.samples is not None
+            # Fraction of targets inside the central p-interval of a Gaussian with the predictive
+            # mean and std; standard dropout's predictive variance is the constant 1/tau.
+            std = s.uncertainty.get("std")
+            if std is None:
+                if tau is None:
+                    continue
+                std = np.full(len(s.loss), (1.0 / tau) ** 0.5)
+            z = np.abs(y - s.mean).max(axis=1) / np.maximum(std, 1e-12)
+            ps = np.linspace(0.05, 0.95, 19)
+            inside = [float(np.mean(z <= stats.norm.ppf(0.5 + p / 2))) for p in ps]
+            ax.plot(ps, inside, "o-", ms=3, label=s.method)
+    regression = scored[0].task == "regression"
+    ax.set_xlabel("nominal interval probability" if regression else "confidence (max probability)")
+    ax.set_ylabel("empirical coverage" if regression else "accuracy")
+    ax.set_title("Reliability diagram")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def uncertainty_histograms(s: Scored, path: Path) -> None:
+    """Each measure's distribution for correct and wrong predictions (regression: by median error)."""
+    metrics = list(s.uncertainty)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), dpi=90)
+    axes_list = np.atleast_1d(axes).ravel()
+    if s.task == "classification":
+        good, labels = s.loss == 0, ("correct", "wrong")
+    else:
+        good, labels = s.loss <= np.median(s.loss), ("error <= median", "error > median")
+    for ax, metric in zip(axes_list, metrics, strict=True):
+        u = s.uncertainty[metric]
+        bins = np.linspace(float(np.min(u)), float(np.max(u)) or 1.0, 31)
+        ax.hist(u[good], bins=bins, alpha=0.6, density=True, label=labels[0])
+        ax.hist(u[~good], bins=bins, alpha=0.6, density=True, label=labels[1])
+        ax.set_title(metric, fontsize=9)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{s.method}: uncertainty of correct vs wrong predictions", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
