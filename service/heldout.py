@@ -6,6 +6,7 @@ dataset and returns, per row, each uncertainty measure and the loss it should ra
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,3 +112,40 @@ def score_standard(model: MCDropoutModel, ds: Dataset) -> Scored:
     # One pass gives no per-row spread; the predictive variance is the constant 1/tau.
     unc = {"constant": np.zeros(len(se))}
     return Scored("standard_dropout", model.task, se, unc, mean=out, samples=out[None])
+
+
+def array_sha256(x: NDArray[np.floating], y: NDArray[np.floating]) -> str:
+    """SHA-256 of a held-out set's arrays (float64, little-endian, row-major)."""
+    h = hashlib.sha256(np.ascontiguousarray(x, "<f8").tobytes())
+    h.update(np.ascontiguousarray(y, "<f8").tobytes())
+    return h.hexdigest()
+
+
+def concat_datasets(parts: list[Dataset]) -> Dataset:
+    x = np.concatenate([p.x.reshape(len(p.x), -1) for p in parts])
+    y = np.concatenate([np.asarray(p.y, np.float64).reshape(len(p.y), -1) for p in parts])
+    return Dataset(x, y[:, 0] if y.shape[1] == 1 else y)
+
+
+def referral_heldout(model_name: str, database_url: str | None) -> Dataset:
+    """The referrals people resolved for this model, as labelled held-out rows."""
+    from service.config import Settings
+    from service.referrals.export import resolved_dataset
+
+    url = database_url or Settings().database_url
+    x, y = resolved_dataset(url, model_name)
+    return Dataset(x, y)
+
+
+def report_on_referrals(model: MCDropoutModel, ds: Dataset, samples: int, seed: int) -> None:
+    """Print how the model does on the items people resolved (they are the hard ones)."""
+    scored = score_mc(model, ds, samples, seed)
+    n = len(scored.loss)
+    if model.task == "classification":
+        acc = 1.0 - float(np.mean(scored.loss))
+        se = float(np.sqrt(acc * (1 - acc) / n))
+        print(f"resolved referrals: {n} rows; model accuracy on them {acc:.3f} ± {se:.3f} (SE)")
+    else:
+        print(
+            f"resolved referrals: {n} rows; model RMSE on them {np.sqrt(np.mean(scored.loss)):.4g}"
+        )

@@ -20,7 +20,15 @@ def register(sub: Any) -> None:
         "calibrate", help="choose the abstain threshold from held-out data, with a guarantee"
     )
     p.add_argument("model", help="model folder, or the name of one under models/")
-    p.add_argument("--data", required=True, help="labelled held-out data: .csv, .npz or idx")
+    p.add_argument("--data", help="labelled held-out data: .csv, .npz or idx")
+    p.add_argument(
+        "--from-referrals", action="store_true",
+        help="add the referrals people resolved (MCDROP_DATABASE_URL's store) to the held-out "
+        "set, and report the model's accuracy on them",
+    )  # fmt: skip
+    p.add_argument(
+        "--database-url", help="referral store (default: MCDROP_DATABASE_URL or its default)"
+    )
     p.add_argument("--target", dest="target_col", help="CSV target column name")
     goal = p.add_mutually_exclusive_group(required=True)
     goal.add_argument("--max-referral-rate", type=float, help="refer at most this fraction")
@@ -46,7 +54,15 @@ def run(args: argparse.Namespace) -> int:
     from service import calibration as C
     from service.artifact import write_manifest
     from service.data import read_dataset
-    from service.heldout import data_fingerprint, resolve_model_dir, score_mc
+    from service.heldout import (
+        array_sha256,
+        concat_datasets,
+        data_fingerprint,
+        referral_heldout,
+        report_on_referrals,
+        resolve_model_dir,
+        score_mc,
+    )
     from service.model import load_model, metrics_for
     from service.selective import aurc
 
@@ -61,8 +77,18 @@ def run(args: argparse.Namespace) -> int:
     if args.metric is not None and args.metric not in metrics:
         raise ValueError(f"--metric: expected one of {list(metrics)}, got '{args.metric}'")
 
-    ds = read_dataset(args.data, args.target_col)
+    if args.data is None and not args.from_referrals:
+        raise ValueError("give --data HELDOUT, --from-referrals, or both")
     samples = model.resolve_samples(args.samples)
+    parts = [read_dataset(args.data, args.target_col)] if args.data else []
+    fingerprint: dict[str, Any] = dict(data_fingerprint(args.data)) if args.data else {}
+    if args.from_referrals:
+        referred = referral_heldout(folder.name, args.database_url)
+        report_on_referrals(model, referred, samples, args.seed)
+        parts.append(referred)
+        fingerprint["referrals"] = len(referred.y)
+        fingerprint["referrals_sha256"] = array_sha256(referred.x, referred.y)
+    ds = parts[0] if len(parts) == 1 else concat_datasets(parts)
     scored = score_mc(model, ds, samples, args.seed)
     n = len(scored.loss)
     regression = task == "regression"
@@ -131,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         "n": n,
         "n_select": len(sel),
         "n_test": len(test),
-        **data_fingerprint(args.data),
+        **fingerprint,
         "samples": samples,
         "seed": args.seed,
         "aurc_on_selection": aurcs or None,

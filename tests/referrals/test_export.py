@@ -95,3 +95,40 @@ def test_cli_refuses_a_missing_store(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["referrals", "report", "clf", "--database-url", url]) == 2
     assert "no referral store" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_calibrate_from_referrals_uses_and_reports_the_resolved_items(
+    tiny_classifier_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """People's labels flow back: `mcdrop calibrate --from-referrals` takes resolved referrals
+    as held-out rows (with or without a --data file) and prints the model's accuracy on them."""
+    import shutil
+
+    from service.artifact import read_manifest
+    from service.model import load_model
+
+    folder = Path(shutil.copytree(tiny_classifier_dir, tmp_path / "clf"))
+    url = f"sqlite:///{tmp_path / 'referrals.db'}"
+    store = ReferralStore.open(url)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 4))
+    truth = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)  # the fixture's rule
+    rows = [clf_row(x=xi.tolist(), created_at=minutes(i)) for i, xi in enumerate(x)]
+    store.add(rows)
+    for r, label in zip(rows, truth.tolist(), strict=True):
+        store.resolve(r["id"], "ann", label=label)
+    store.close()
+
+    argv = ["calibrate", str(folder), "--from-referrals", "--database-url", url,
+            "--max-referral-rate", "0.5", "--delta", "0.2", "--samples", "10"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    p = load_model(folder).predict(x, samples=10, seed=0)
+    assert p.label is not None
+    acc = float(np.mean(p.label == truth))
+    assert f"resolved referrals: 60 rows; model accuracy on them {acc:.3f}" in out
+    cal = read_manifest(folder).calibration
+    assert cal is not None and cal["n"] == 60 and cal["referrals"] == 60
+    assert len(cal["referrals_sha256"]) == 64
+
+    assert main(["calibrate", str(folder), "--max-referral-rate", "0.5"]) == 2  # no data at all
