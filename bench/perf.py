@@ -175,7 +175,7 @@ def part_d(quick: bool) -> list[dict[str, object]]:
 
 
 _RSS_CHILD = """
-import resource, sys, numpy as np
+import sys, numpy as np
 from service.engines.torch_engine import configure_threads
 from service.engines.base import SampleJob
 from service.model import load_model
@@ -183,9 +183,16 @@ configure_threads(int(sys.argv[4]))
 m = load_model(sys.argv[1], device="cpu", max_activation_mb=float(sys.argv[2]))
 n = int(sys.argv[3]); t = 10_000_000 // n
 x = m.prepare(np.zeros((n, m.manifest.input_size)))
-before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024
+def status_kb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+before = status_kb("VmRSS:")
+# Reset the peak (VmHWM) so it covers the request alone, not start-up (Linux >= 4.0).
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
 out = m.engine.sample_many([SampleJob(x, t, 0)])[0]
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = status_kb("VmHWM:")
 print(before * 1024, after * 1024, out.nbytes, m.engine.max_rows)
 """
 
