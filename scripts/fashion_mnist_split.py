@@ -19,6 +19,12 @@ import numpy as np
 
 from service.data import read_idx_pair
 
+# Fashion-MNIST's label names, in label order (Zalando's README).
+CLASSES = np.array(
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+)  # fmt: skip
+
 N_TRAIN = 55_000
 
 
@@ -33,7 +39,9 @@ def main(src: str, out: str) -> None:
         "fashion-test.npz": (test.x, test.y),
     }
     for name, (x, y) in parts.items():
-        np.savez_compressed(dest / name, x=x.astype(np.uint8), y=y.astype(np.int64))
+        np.savez_compressed(
+            dest / name, x=x.astype(np.uint8), y=y.astype(np.int64), class_labels=CLASSES
+        )
         print(f"{dest / name}: {len(x)} images")
 
 

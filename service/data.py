@@ -53,7 +53,10 @@ def read_npz(path: Path) -> Dataset:
         if "x" not in z or "y" not in z:
             raise ValueError(f"{path}: an NPZ needs arrays 'x' and 'y', found {list(z.keys())}")
         names = [str(n) for n in z["feature_names"]] if "feature_names" in z else None
-        return Dataset(np.asarray(z["x"], np.float64), np.asarray(z["y"], np.float64), names)
+        classes = [str(c) for c in z["class_labels"]] if "class_labels" in z else None
+        return Dataset(
+            np.asarray(z["x"], np.float64), np.asarray(z["y"], np.float64), names, None, classes
+        )
 
 
 def read_idx(path: Path) -> NDArray[np.uint8]:
