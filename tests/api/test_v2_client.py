@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.commands.test_serve import _free_port
+from tests.servers import serving
 
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -23,34 +19,8 @@ ROW = np.array([[0.1, 0.2, -0.3, 1.5], [2.0, -1.0, 0.0, 0.5]], np.float32)
 
 @pytest.fixture(scope="module")
 def server(serving_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "MCDROP_PORT": str(port), "MCDROP_MODEL_DIR": str(serving_dir)}
-    log_path = tmp_path_factory.mktemp("v2serve") / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mcdrop"), "serve"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        base = f"127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    if httpx.get(f"http://{base}/v2/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.25)
-            else:
-                pytest.fail(log_path.read_text()[-2000:])
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serving(serving_dir, tmp_path_factory.mktemp("v2serve")) as base:
+        yield base.removeprefix("http://")  # tritonclient takes host:port
 
 
 @pytest.mark.timeout(120)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,20 +14,14 @@ import pytest
 
 from service.cli import main
 from tests.conftest import REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.servers import free_port
 
 
 @pytest.mark.timeout(120)
 def test_serve_end_to_end(tmp_path: Path) -> None:
     """Start the installed console script (what `make serve` runs) on the shipped models."""
     mcdrop = Path(sys.executable).parent / "mcdrop"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MCDROP_PORT": str(port), "MCDROP_LOG_LEVEL": "info"}
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(

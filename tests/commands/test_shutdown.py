@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.commands.test_serve import _free_port
+from tests.servers import free_port
 
 ROW = [0.5, -1.0, 2.0]
 
@@ -38,7 +38,7 @@ def test_sighup_reloads_and_sigterm_completes_requests_in_flight(
 ) -> None:
     models = tmp_path / "models"
     shutil.copytree(tiny_regression_dir, models / "m")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MCDROP_PORT": str(port),

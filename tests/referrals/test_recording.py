@@ -194,7 +194,7 @@ async def test_webhook_posts_each_new_referral_with_retries(
 
     import uvicorn
 
-    from tests.referrals.servers import free_port
+    from tests.servers import free_port
 
     port = free_port()
     server = uvicorn.Server(

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.referrals.servers import serving
+from tests.servers import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -1,4 +1,4 @@
-"""A real `mcdrop serve` in a subprocess on a free loopback port, for browser tests."""
+"""A real `mcdrop serve` in a subprocess on a free loopback port, for end-to-end tests."""
 
 from __future__ import annotations
 
