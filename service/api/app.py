@@ -4,6 +4,7 @@ lifespan, before the server takes traffic."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,6 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publish_readiness(registry, service_metrics)
         ready = sorted(n for n, e in registry.entries.items() if e.ready)
         log.info("serving %d model(s) from '%s': %s", len(ready), registry.model_dir, ready)
+        # Objects alive after start-up (torch, models, the app) never become garbage: move them
+        # out of the collector's reach, so full collections under load stay short and do not
+        # stall the event loop (and with it /health/live).
+        gc.collect()
+        gc.freeze()
         await predictor.runner.start()
         undo_sighup = install_sighup(app)
         if recorder is not None:
