@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if recorder is not None:
                 await recorder.stop()
             await predictor.runner.stop()
+            gc.unfreeze()  # hand start-up objects back to the collector (tests build many apps)
 
     app = FastAPI(
         title="mcdrop",
