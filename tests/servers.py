@@ -44,21 +44,30 @@ def serving(model_dir: Path, workdir: Path, **env: str) -> Iterator[str]:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            else:
-                raise AssertionError(f"server did not start: {log_path.read_text()[-2000:]}")
+            wait_ready(proc, base, log_path)
             yield base
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
+    """Poll /health/ready (bounded at 90 s) until it answers 200; fail with the server's log."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server did not start: {log_path.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from service.cli import main
 from tests.conftest import REPO
-from tests.servers import free_port
+from tests.servers import free_port, stop, wait_ready
 
 
 @pytest.mark.timeout(120)
@@ -29,17 +28,7 @@ def test_serve_end_to_end(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = httpx.get(f"{base}/health/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                ready = False
-            if ready:
-                break
-            time.sleep(0.25)
-        assert ready, (tmp_path / "serve.log").read_text()[-2000:]
+        wait_ready(proc, base, tmp_path / "serve.log")
         r = httpx.post(
             f"{base}/predict",
             json={"model": "diabetes", "inputs": [[0.0] * 10], "samples": 20, "seed": 0},
@@ -50,12 +39,7 @@ def test_serve_end_to_end(tmp_path: Path) -> None:
         assert body["model"] == "diabetes" and len(body["predictions"]) == 1
         assert r.headers["x-request-id"] == body["request_id"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
     # uvicorn shuts down gracefully (lifespan included), then re-raises SIGTERM on itself.
     output = (tmp_path / "serve.log").read_text()
