@@ -47,11 +47,17 @@ def _pm(mean: float, se: float, digits: int | None = None) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """Markdown: ours (n_epochs and 10x) beside the published figures, and the pass column."""
+    """Markdown: ours (n_epochs and 10x) beside the published figures, and the pass column.
+
+    "10x" searches at the final epochs (as Gal's 10x runs); "10x, 1x search" keeps the
+    n_epochs choice and trains it 10x longer (the issue's literal wording), shown for reference.
+    """
     head = (
         "| dataset | splits | RMSE ours 1x | RMSE paper 1x | RMSE ours 10x | RMSE paper 10x "
-        "| LL ours 1x | LL paper 1x | LL ours 10x | LL paper 10x | 10x target (RMSE, LL) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "| RMSE ours 10x, 1x search "
+        "| LL ours 1x | LL paper 1x | LL ours 10x | LL paper 10x | LL ours 10x, 1x search "
+        "| 10x target (RMSE, LL) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = [head]
     for r in results:
@@ -61,6 +67,7 @@ def table(results: list[dict[str, Any]]) -> str:
         def paper(key: str, pub: dict[str, tuple[float, float]] = pub) -> str:
             return _pm(*pub[key], digits=2) if key in pub else "n/a"
 
+        s1 = s.get("10x_search1x", s["10x"])
         verdict = passes(name, s)
         mark = (
             "n/a"
@@ -71,8 +78,10 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {name} | {r['n_splits']} "
             f"| {_pm(s['1x']['rmse_mean'], s['1x']['rmse_se'])} | {paper('rmse_1x')} "
             f"| {_pm(s['10x']['rmse_mean'], s['10x']['rmse_se'])} | {paper('rmse_10x')} "
+            f"| {_pm(s1['rmse_mean'], s1['rmse_se'])} "
             f"| {_pm(s['1x']['ll_mean'], s['1x']['ll_se'])} | {paper('ll_1x')} "
-            f"| {_pm(s['10x']['ll_mean'], s['10x']['ll_se'])} | {paper('ll_10x')} | {mark} |"
+            f"| {_pm(s['10x']['ll_mean'], s['10x']['ll_se'])} | {paper('ll_10x')} "
+            f"| {_pm(s1['ll_mean'], s1['ll_se'])} | {mark} |"
         )
     return "\n".join(rows)
 

@@ -53,14 +53,18 @@ def test_one_split_of_a_tiny_set_gives_finite_figures_in_a_loose_band(tmp_path: 
     }
     assert len(split["val_ll"]) == 4 and all(math.isfinite(v) for v in split["val_ll"])
     y_std = float(np.std(ds.y))
-    for key in ("1x", "10x"):
+    assert (split["dropout_rate_1x"], split["tau_1x"]) in {
+        (g["dropout_rate"], g["tau"]) for g in r["grid"]
+    }
+    assert r["search_epochs"] == 60 and len(split["val_ll_1x"]) == 4
+    for key in ("1x", "10x", "10x_search1x"):
         rmse, ll = split[f"rmse_{key}"], split[f"ll_{key}"]
         # Loose band: better than predicting nothing (RMSE 10 + noise would be ~10.5) and no
         # better than the noise floor; LL between "hopeless" and the noise's own density.
         assert NOISE * 0.5 < rmse < 1.5 * y_std, (key, rmse)
         assert -25 < ll < -0.5 * math.log(2 * math.pi * NOISE**2) + 0.5, (key, ll)
-    # Ten times the epochs on this easy function fits better.
-    assert split["rmse_10x"] < split["rmse_1x"]
+    # Ten times the epochs on this easy function fits better, whichever search chose.
+    assert split["rmse_10x"] < split["rmse_1x"] and split["rmse_10x_search1x"] < split["rmse_1x"]
     assert r["epochs_10x"] == 60 and r["summary"]["10x"]["rmse_se"] == 0.0
 
 
