@@ -1,12 +1,13 @@
 """Counter-positioned random streams for dropout masks, in numpy (no torch).
 
-Each (seed, dropout site) pair owns a PCG64 stream. Element k of a site's flattened mask for a
+Each (seed, dropout site) pair owns a PCG64DXSM stream. Element k of a site's flattened mask for a
 job (rows ordered sample-major: t*N + n, then features) uses 16-bit lane k of that stream, so any
-chunk can jump straight to its first element with PCG64.advance. That gives the same masks
+chunk can jump straight to its first element with PCG64DXSM.advance. (PCG64DXSM, numpy's
+recommended upgrade of PCG64, has the same jump-ahead and draws words ~1.5x faster here.) That gives the same masks
 whether a job runs alone, batched with others, or cut into chunks.
 
 Bernoulli(keep) is `lane < round(keep * 2^16)`: the probability is off by at most 2^-17 (7.6e-6),
-and a 64-bit draw yields four mask elements (~0.6 ns each on this CPU, against ~9 ns for
+and a 64-bit draw yields four mask elements (~0.25 ns each on this CPU, against ~9 ns for
 torch.bernoulli).
 """
 
@@ -42,17 +43,17 @@ def quantised_keep(keep_prob: float) -> float:
 def _initial_state(seed: int, site: int) -> Any:
     # Seeding through SeedSequence costs ~35 µs; a request touches each (seed, site) once per
     # chunk, so the seeded state is computed once and copied (~3 µs) afterwards.
-    return np.random.PCG64(np.random.SeedSequence([seed, site])).state
+    return np.random.PCG64DXSM(np.random.SeedSequence([seed, site])).state
 
 
 _scratch = threading.local()
 
 
-def _stream(seed: int, site: int, word_offset: int) -> np.random.PCG64:
+def _stream(seed: int, site: int, word_offset: int) -> np.random.PCG64DXSM:
     """The (seed, site) stream advanced by word_offset words (a per-thread generator, reused)."""
-    bg: np.random.PCG64 | None = getattr(_scratch, "bg", None)
+    bg: np.random.PCG64DXSM | None = getattr(_scratch, "bg", None)
     if bg is None:
-        bg = _scratch.bg = np.random.PCG64(0)
+        bg = _scratch.bg = np.random.PCG64DXSM(0)
     bg.state = _initial_state(seed, site)
     if word_offset:
         bg.advance(word_offset)
@@ -117,9 +118,18 @@ def piece_seed(piece: MaskPiece) -> int:
 _BLOCK_WORDS = 1 << 16
 
 
-def fill_keep(out: NDArray[np.bool_], pieces: list[MaskPiece], keep_prob: float) -> None:
-    """out[piece.dest : piece.dest + piece.count] = keep decisions of each piece's lanes."""
+def fill_keep(
+    out: NDArray[np.bool_] | NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float
+) -> None:
+    """out[piece.dest : piece.dest + piece.count] = keep decisions of each piece's lanes.
+
+    `out` is bool, or float32 for masks applied by multiplication: torch multiplies float by
+    float ~4x faster than float by bool or uint8 (which it converts first), and numpy's bool ->
+    float32 copy costs ~0.1 ns per element, so the conversion is cheapest here, block by block.
+    """
     thr = keep_threshold(keep_prob)
+    as_float = out.dtype != np.bool_
+    scratch = np.empty(_BLOCK_WORDS * LANES_PER_WORD if as_float else 0, np.bool_)
     for p in pieces:
         first_word, skip = divmod(p.offset, LANES_PER_WORD)
         bg = _stream(p.seed, p.site, first_word)
@@ -128,7 +138,12 @@ def fill_keep(out: NDArray[np.bool_], pieces: list[MaskPiece], keep_prob: float)
             take = min(p.count - done, _BLOCK_WORDS * LANES_PER_WORD - skip)
             raw = bg.random_raw(-(-(skip + take) // LANES_PER_WORD))
             lanes = raw.view(np.uint16)[skip : skip + take]
-            np.less(lanes, thr, out=out[p.dest + done : p.dest + done + take])
+            dest = out[p.dest + done : p.dest + done + take]
+            if as_float:
+                np.less(lanes, thr, out=scratch[:take])
+                np.copyto(dest, scratch[:take])
+            else:
+                np.less(lanes, thr, out=dest)
             done += take
             # The next block starts on a word boundary unless this one ended mid-word.
             skip = (skip + take) % LANES_PER_WORD
@@ -170,7 +185,12 @@ class MaskFiller:
             else None
         )
 
-    def fill(self, out: NDArray[np.bool_], pieces: list[MaskPiece], keep_prob: float) -> None:
+    def fill(
+        self,
+        out: NDArray[np.bool_] | NDArray[np.float32],
+        pieces: list[MaskPiece],
+        keep_prob: float,
+    ) -> None:
         if self._pool is None or sum(p.count for p in pieces) < _MIN_PARALLEL_LANES:
             fill_keep(out, pieces, keep_prob)
             return

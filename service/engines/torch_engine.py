@@ -4,7 +4,7 @@ Inputs are replicated T times (rows ordered sample-major) and every (sample, row
 mask, drawn from the streams in `masks`. Costs are kept close to the bare matrix products:
 - the layers before the first dropout site run once per row, then broadcast over T;
 - Bernoulli masks are 16-bit random lanes compared with an integer threshold;
-- 1/keep is folded into the next weight layer, so a mask is applied with one masked_fill_;
+- 1/keep is folded into the next weight layer, so a mask is one float multiply by 0 or 1;
 - activations run in place; no per-sample Python loop.
 Work is cut into chunks of at most `max_rows` stacked rows to bound memory.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,11 +110,9 @@ class TorchEngine:
         widest = self._widest_activation(input_shape)
         self._out_features = self._net(torch.zeros(1, *input_shape, device=self.device)).shape[1]
         # Per stacked row a pass holds two activations (a layer's input and output) and every
-        # site's mask for the chunk (bool keep masks, or float32 Gaussian noise).
+        # site's mask for the chunk (float32 0/1 keep masks, or float32 Gaussian noise).
         itemsize = torch.empty((), dtype=self._dtype).element_size()
-        noise_bytes = sum(
-            s.elements * (1 if s.noise == "bernoulli" else 4) for s in self._sites.values()
-        )
+        noise_bytes = sum(4 * s.elements for s in self._sites.values())
         self.bytes_per_row = 2 * itemsize * widest + noise_bytes
         budget_rows = int(max_activation_mb * 2**20 // self.bytes_per_row)
         # On the CPU a chunk also stays near cache size: the mask and ReLU passes then re-read
@@ -123,6 +122,7 @@ class TorchEngine:
         )
         self.max_rows = max(1, min(budget_rows, cache_rows))
         self._filler = masks.MaskFiller(torch.get_num_threads() if self.device == "cpu" else 1)
+        self._scratch = threading.local()
 
     # ------------------------------------------------------------------ structure
 
@@ -241,8 +241,8 @@ class TorchEngine:
 
     @staticmethod
     def _apply(h: torch.Tensor, site: Site, noise: torch.Tensor) -> torch.Tensor:
-        # A keep mask multiplies as 0/1 (held as uint8: torch's float*bool kernel is ~4x slower
-        # than float*uint8 here); Gaussian noise is a float multiplier.
+        # A keep mask multiplies as float32 0/1 (float*float is ~4x faster than torch's
+        # float*uint8 or float*bool, which convert first); Gaussian noise is a float multiplier.
         return h.mul_(noise.view(h.shape))
 
     def _draw_noise(self, chunk: list[Segment], jobs: list[SampleJob]) -> list[torch.Tensor]:
@@ -254,9 +254,9 @@ class TorchEngine:
             if self.device != "cpu":
                 drawn.append(self._device_noise(site, pieces, rows))
             elif site.noise == "bernoulli":
-                keep = np.empty(rows * site.elements, np.bool_)
+                keep = self._mask_buffer(site.site, rows * site.elements)
                 self._filler.fill(keep, pieces, site.keep_prob)
-                drawn.append(torch.from_numpy(keep.view(np.uint8)))
+                drawn.append(torch.from_numpy(keep))
             else:
                 parts = [
                     masks.gaussian_noise(p.seed, p.site, p.offset, p.count, site.keep_prob)
@@ -264,6 +264,21 @@ class TorchEngine:
                 ]
                 drawn.append(torch.from_numpy(np.concatenate(parts)))
         return drawn
+
+    def _mask_buffer(self, site: int, size: int) -> NDArray[np.float32]:
+        """A reused float32 buffer per (thread, site), grown when a chunk needs more.
+
+        A fresh multi-MiB array is fresh pages from the kernel: at (1, 1000) the page faults
+        alone cost about as much as drawing the masks. A chunk's masks are used up before the
+        next chunk draws, and threads do not share buffers.
+        """
+        buffers: dict[int, NDArray[np.float32]] | None = getattr(self._scratch, "masks", None)
+        if buffers is None:
+            buffers = self._scratch.masks = {}
+        buf = buffers.get(site)
+        if buf is None or buf.size < size:
+            buf = buffers[site] = np.empty(size, np.float32)
+        return buf[:size]
 
     def _device_noise(self, site: Site, pieces: list[masks.MaskPiece], rows: int) -> torch.Tensor:
         """Masks drawn on the accelerator by torch's generator, one stream per (seed, site, piece).
