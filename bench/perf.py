@@ -35,7 +35,7 @@ from torch import nn
 
 from service.artifact import DropoutSpec, MLPArchitecture
 from service.engines.base import SampleJob
-from service.engines.torch_engine import TorchEngine, configure_threads
+from service.engines.torch_engine import TorchEngine, configure_threads, on_torch_thread
 from service.nets import MCDropout, build_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,10 @@ def reps_for(rows: int, quick: bool) -> int:
 
 def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
     net = reference_mlp(q)
-    engine = TorchEngine(net, [q], "cpu")
+    # Every variant runs on the engine's torch thread (service.engines.torch_engine.
+    # on_torch_thread), as the service runs it: one OpenMP team in the process, and the same
+    # hand-off cost in each variant.
+    engine = on_torch_thread(TorchEngine, net, [q], "cpu")
     plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)]).eval()
     rng = np.random.default_rng(0)
     out = []
@@ -83,13 +86,19 @@ def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
             return engine.sample_many([SampleJob(x, t, seed=1)])
 
         def chain(stacked: torch.Tensor = stacked) -> object:
-            with torch.inference_mode():
-                return plain(stacked).numpy()
+            def run() -> object:
+                with torch.inference_mode():
+                    return plain(stacked).numpy()
+
+            return on_torch_thread(run)
 
         def loop(xt: torch.Tensor = xt, t: int = t) -> object:
-            net.train()
-            with torch.inference_mode():
-                return torch.stack([net(xt) for _ in range(t)]).numpy()
+            def run() -> object:
+                net.train()
+                with torch.inference_mode():
+                    return torch.stack([net(xt) for _ in range(t)]).numpy()
+
+            return on_torch_thread(run)
 
         fs: dict[str, Callable[[], object]] = {"ours": ours, "chain": chain}
         if with_loop and (n, t) in [(1, 100), (32, 50)]:
@@ -142,7 +151,7 @@ def part_d(quick: bool) -> list[dict[str, object]]:
         write_manifest(tmp, manifest)
         export_onnx(tmp, samples=500)
         onnx_engine = load_onnx_engine(tmp, manifest, 256.0, torch.get_num_threads())
-        torch_engine = TorchEngine(net, [64], "cpu")
+        torch_engine = on_torch_thread(TorchEngine, net, [64], "cpu")
         rng = np.random.default_rng(0)
         out = []
         for n, t in SHAPES[:3]:

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from service import load_model
+from service import uncertainty as U
 from service.artifact import read_manifest
 from service.cli import main
 from service.data import Dataset, read_csv
-from service.training import TrainConfig, train
+from service.training import TrainConfig, train, validation_split
 
 
 def _linear_data(n: int, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,14 +67,26 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 
 
 def test_tau_is_fitted_on_validation_when_not_given(tmp_path: Path) -> None:
-    """Without --tau, tau is the validation maximum-likelihood value; with sigma=0.5 the fitted
-    noise variance 1/tau should land near sigma^2 (within a factor 2 on 240 validation rows)."""
+    """Without --tau, tau maximises the paper's MC log-likelihood on the validation rows.
+
+    1/tau is not sigma^2 here: input dropout on a linear signal spreads the MC samples
+    (epistemic variance w^2 x^2 p/(1-p), about 4x sigma^2 for this model) and the ML noise only
+    fills what the spread leaves. What the fit promises is the maximum, so on fresh MC samples
+    of the same rows (T = 2,000: the maximiser moves far less than a factor 2 between draws)
+    tau must beat tau x 2 and tau / 2.
+    """
     x, y = _linear_data(1200, 0.5, 3)
     cfg = TrainConfig(task="regression", name="f", hidden=32, layers=1, epochs=30, val_fraction=0.2)
     res = train(Dataset(x, y), cfg, tmp_path / "f", progress=False)
     assert res.manifest.training["tau_source"] == "validation_ml"
-    assert res.manifest.tau is not None
-    assert 0.125 < 1 / res.manifest.tau < 0.5
+    tau = res.manifest.tau
+    assert tau is not None and tau > 0
+    _, va = validation_split(len(x), cfg.val_fraction, cfg.seed)
+    pred = load_model(tmp_path / "f").predict(x[va], samples=2000, seed=7, return_samples=True)
+    assert pred.raw_samples is not None
+    ys = pred.raw_samples.astype(np.float64)
+    ll = {t: U.mc_log_likelihood(ys, y[va].reshape(-1, 1), t) for t in (tau / 2, tau, tau * 2)}
+    assert ll[tau] > ll[tau / 2] and ll[tau] > ll[tau * 2], ll
 
 
 def test_cli_train_on_csv_with_string_labels(tmp_path: Path) -> None:

@@ -119,8 +119,9 @@ class OnnxEngine:
     ) -> NDArray[np.float32]:
         pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
         if site.noise == "bernoulli":
-            mask = np.empty(rows * site.elements, np.float32)
-            self._filler.fill(mask, pieces, site.keep_prob)
+            keep = np.empty(rows * site.elements, np.bool_)
+            self._filler.fill(keep, pieces, site.keep_prob)
+            mask = keep.view(np.uint8).astype(np.float32)
         else:
             mask = np.concatenate(
                 [

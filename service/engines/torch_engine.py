@@ -4,7 +4,9 @@ Inputs are replicated T times (rows ordered sample-major) and every (sample, row
 mask, drawn from the streams in `masks`. Costs are kept close to the bare matrix products:
 - the layers before the first dropout site run once per row, then broadcast over T;
 - Bernoulli masks are 16-bit random lanes compared with an integer threshold;
-- 1/keep is folded into the next weight layer, so a mask is one float multiply by 0 or 1;
+- 1/keep is folded into the next weight layer, so a mask only zeroes dropped units; on the CPU
+  numpy draws each block of decisions and multiplies it into the activation while the block is
+  still in L2, so no mask array is ever written;
 - activations run in place; no per-sample Python loop.
 Work is cut into chunks of at most `max_rows` stacked rows to bound memory.
 """
@@ -14,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +33,30 @@ from service.engines.base import SampleJob, Segment, chunk_pieces, plan_chunks
 from service.nets import MCDropout, build_net, expected_shapes
 
 _CACHE_CHUNK_BYTES = 4 * 2**20
+_R = TypeVar("_R")
+_TORCH_THREAD_PREFIX = "mcdrop-torch"
+_torch_executor: ThreadPoolExecutor | None = None
+_torch_executor_lock = threading.Lock()
+
+
+def on_torch_thread(fn: Callable[..., _R], *args: object) -> _R:
+    """Run fn(*args) on the one thread that does all of the engines' CPU torch work.
+
+    libgomp (torch's OpenMP) keeps a team of worker threads for every thread that has run a
+    parallel region, and once the process holds more OpenMP threads than cores it stops
+    spinning between regions: each region then starts with a futex wake-up. Measured here with
+    the model loaded on one thread and served from another: the reference MLP's (1, 100) pass
+    took 2.9 ms instead of 2.0 (about 80 µs per region). With every load and pass on this one
+    thread the process has one team, whichever thread (event loop, batcher, test) asks.
+    """
+    global _torch_executor
+    if threading.current_thread().name.startswith(_TORCH_THREAD_PREFIX):
+        return fn(*args)
+    with _torch_executor_lock:
+        if _torch_executor is None:
+            _torch_executor = ThreadPoolExecutor(1, thread_name_prefix=_TORCH_THREAD_PREFIX)
+        executor = _torch_executor
+    return executor.submit(fn, *args).result()
 
 
 def resolve_device(device: str) -> str:
@@ -110,9 +139,13 @@ class TorchEngine:
         widest = self._widest_activation(input_shape)
         self._out_features = self._net(torch.zeros(1, *input_shape, device=self.device)).shape[1]
         # Per stacked row a pass holds two activations (a layer's input and output) and every
-        # site's mask for the chunk (float32 0/1 keep masks, or float32 Gaussian noise).
+        # site's noise for the chunk: float32 Gaussian noise; Bernoulli masks are applied in
+        # place on the CPU (nothing held) and held as the pass dtype on an accelerator.
         itemsize = torch.empty((), dtype=self._dtype).element_size()
-        noise_bytes = sum(4 * s.elements for s in self._sites.values())
+        noise_bytes = sum(
+            0 if s.noise == "bernoulli" and self.device == "cpu" else 4 * s.elements
+            for s in self._sites.values()
+        )
         self.bytes_per_row = 2 * itemsize * widest + noise_bytes
         budget_rows = int(max_activation_mb * 2**20 // self.bytes_per_row)
         # On the CPU a chunk also stays near cache size: the mask and ReLU passes then re-read
@@ -122,7 +155,6 @@ class TorchEngine:
         )
         self.max_rows = max(1, min(budget_rows, cache_rows))
         self._filler = masks.MaskFiller(torch.get_num_threads() if self.device == "cpu" else 1)
-        self._scratch = threading.local()
 
     # ------------------------------------------------------------------ structure
 
@@ -183,25 +215,35 @@ class TorchEngine:
 
     # ------------------------------------------------------------------ passes
 
-    @torch.inference_mode()
     def deterministic(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        if self.device == "cpu":
+            return on_torch_thread(self._deterministic, x)
+        return self._deterministic(x)
+
+    @torch.inference_mode()
+    def _deterministic(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         out = self._net(torch.as_tensor(x, device=self.device))
         result: NDArray[np.float32] = out.float().cpu().numpy()
         return result
 
-    @torch.inference_mode()
     def sample_many(self, jobs: list[SampleJob]) -> list[NDArray[np.float32]]:
+        if self.device == "cpu":
+            return on_torch_thread(self._sample_many, jobs)
+        return self._sample_many(jobs)
+
+    @torch.inference_mode()
+    def _sample_many(self, jobs: list[SampleJob]) -> list[NDArray[np.float32]]:
         xs = torch.as_tensor(np.concatenate([j.x for j in jobs]), device=self.device)
         pre = self._prefix(xs).to(self._dtype)  # once per row, broadcast over T below
         per_job = list(torch.split(pre, [j.rows for j in jobs]))
         outputs = [np.empty((j.samples, j.rows, self._out_features), np.float32) for j in jobs]
         for chunk in plan_chunks([(j.rows, j.samples) for j in jobs], self.max_rows):
             noise = self._draw_noise(chunk, jobs)
-            h = self._first_site(chunk, jobs, per_job, noise[0])
-            for i, mod in enumerate(self._body[1:], start=1):
+            h = self._first_site(chunk, jobs, per_job)
+            for i, mod in enumerate(self._body):
                 site = self._sites.get(i)
                 if site is not None:
-                    h = self._apply(h, site, noise[site.site])
+                    h = self._apply(h, site, chunk, jobs, noise[site.site])
                 elif isinstance(mod, nn.ReLU):
                     h.relu_()
                 else:
@@ -216,47 +258,50 @@ class TorchEngine:
         return outputs
 
     def _first_site(
-        self,
-        chunk: list[Segment],
-        jobs: list[SampleJob],
-        per_job: list[torch.Tensor],
-        noise: torch.Tensor,
+        self, chunk: list[Segment], jobs: list[SampleJob], per_job: list[torch.Tensor]
     ) -> torch.Tensor:
-        """Replicate each segment's rows over its samples and apply the first mask, in one pass."""
+        """Replicate each segment's rows over its samples (the first site's noise comes next)."""
         rows = sum((s.t1 - s.t0) * jobs[s.job].rows for s in chunk)
         h = torch.empty((rows, *per_job[0].shape[1:]), dtype=self._dtype, device=self.device)
-        noise = noise.view(h.shape)
         start = 0
         for s in chunk:
             src = per_job[s.job]
             stop = start + (s.t1 - s.t0) * jobs[s.job].rows
             shape = (s.t1 - s.t0, *src.shape)
-            torch.mul(
-                src.unsqueeze(0).expand(shape),
-                noise[start:stop].view(shape),
-                out=h[start:stop].view(shape),
-            )
+            h[start:stop].view(shape).copy_(src.unsqueeze(0).expand(shape))
             start = stop
         return h
 
-    @staticmethod
-    def _apply(h: torch.Tensor, site: Site, noise: torch.Tensor) -> torch.Tensor:
-        # A keep mask multiplies as float32 0/1 (float*float is ~4x faster than torch's
-        # float*uint8 or float*bool, which convert first); Gaussian noise is a float multiplier.
-        return h.mul_(noise.view(h.shape))
+    def _apply(
+        self,
+        h: torch.Tensor,
+        site: Site,
+        chunk: list[Segment],
+        jobs: list[SampleJob],
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if noise is not None:  # Gaussian noise, or any noise on an accelerator: a multiplier
+            return h.mul_(noise.view(h.shape))
+        # Bernoulli on the CPU: drawn and applied in place by numpy, block by block (see
+        # masks.apply_keep), on as many threads as torch uses. h is a fresh contiguous
+        # activation, so its numpy view shares the memory.
+        h = h.contiguous()
+        pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
+        self._filler.apply(h.view(-1).numpy(), pieces, site.keep_prob)
+        return h
 
-    def _draw_noise(self, chunk: list[Segment], jobs: list[SampleJob]) -> list[torch.Tensor]:
-        """Every site's mask (uint8 keep) or noise (float) for this chunk, rows sample-major."""
+    def _draw_noise(self, chunk: list[Segment], jobs: list[SampleJob]) -> list[torch.Tensor | None]:
+        """Every site's multiplicative noise for this chunk, rows sample-major; None for the
+        Bernoulli sites of a CPU pass, which `_apply` draws in place."""
         rows = sum((s.t1 - s.t0) * jobs[s.job].rows for s in chunk)
-        drawn: list[torch.Tensor] = []
+        drawn: list[torch.Tensor | None] = []
         for site in self._sites.values():
+            if self.device == "cpu" and site.noise == "bernoulli":
+                drawn.append(None)
+                continue
             pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
             if self.device != "cpu":
                 drawn.append(self._device_noise(site, pieces, rows))
-            elif site.noise == "bernoulli":
-                keep = self._mask_buffer(site.site, rows * site.elements)
-                self._filler.fill(keep, pieces, site.keep_prob)
-                drawn.append(torch.from_numpy(keep))
             else:
                 parts = [
                     masks.gaussian_noise(p.seed, p.site, p.offset, p.count, site.keep_prob)
@@ -264,21 +309,6 @@ class TorchEngine:
                 ]
                 drawn.append(torch.from_numpy(np.concatenate(parts)))
         return drawn
-
-    def _mask_buffer(self, site: int, size: int) -> NDArray[np.float32]:
-        """A reused float32 buffer per (thread, site), grown when a chunk needs more.
-
-        A fresh multi-MiB array is fresh pages from the kernel: at (1, 1000) the page faults
-        alone cost about as much as drawing the masks. A chunk's masks are used up before the
-        next chunk draws, and threads do not share buffers.
-        """
-        buffers: dict[int, NDArray[np.float32]] | None = getattr(self._scratch, "masks", None)
-        if buffers is None:
-            buffers = self._scratch.masks = {}
-        buf = buffers.get(site)
-        if buf is None or buf.size < size:
-            buf = buffers[site] = np.empty(size, np.float32)
-        return buf[:size]
 
     def _device_noise(self, site: Site, pieces: list[masks.MaskPiece], rows: int) -> torch.Tensor:
         """Masks drawn on the accelerator by torch's generator, one stream per (seed, site, piece).
@@ -317,5 +347,10 @@ def load_torch_engine(
     max_activation_mb: float,
     precision: str = "float32",
 ) -> TorchEngine:
-    net = build_from_manifest(folder, manifest)
-    return TorchEngine(net, manifest.input_shape, device, max_activation_mb, precision)
+    def load() -> TorchEngine:
+        net = build_from_manifest(folder, manifest)
+        return TorchEngine(net, manifest.input_shape, device, max_activation_mb, precision)
+
+    # Loading runs parallel regions too (weight copies, the folding of 1/keep): on the torch
+    # thread, so it adds no OpenMP team of its own (see on_torch_thread).
+    return on_torch_thread(load) if resolve_device(device) == "cpu" else load()
