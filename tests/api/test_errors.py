@@ -193,3 +193,11 @@ async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> N
     r = await client.get("/health/live", headers={"X-Request-ID": "bad id\twith spaces"})
     assert r.headers["x-request-id"] != "bad id\twith spaces"
     assert len(r.headers["x-request-id"]) == 32
+
+
+def test_generated_request_ids_are_unique_hex_like_uuid4() -> None:
+    from service.api.middleware import new_request_id
+
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
