@@ -22,15 +22,26 @@ OVERFLOW_REASON = (
 )
 
 
+def _float_arrays(pred: Prediction) -> list[tuple[str, NDArray[np.floating]]]:
+    out = []
+    for f in fields(pred):
+        value = getattr(pred, f.name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            out.append((f.name, value))
+    return out
+
+
 def non_finite_rows(pred: Prediction) -> NDArray[np.bool_]:
     """(N,) True where any float output of the row (raw samples included) is not finite."""
     bad = np.zeros(pred.abstain.shape[0], dtype=bool)
-    for f in fields(pred):
-        value = getattr(pred, f.name)
-        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-            continue
+    arrays = _float_arrays(pred)
+    # Every request passes through here and nearly all are finite: one check per array first
+    # (the per-row reductions below cost ~4x more in numpy call overhead on small arrays).
+    if all(np.isfinite(value).all() for _, value in arrays):
+        return bad
+    for name, value in arrays:
         finite = np.isfinite(value)
-        if f.name == "raw_samples":  # (T, N, D): rows on axis 1
+        if name == "raw_samples":  # (T, N, D): rows on axis 1
             bad |= ~finite.all(axis=(0, 2))
         else:
             bad |= ~finite.reshape(finite.shape[0], -1).all(axis=1)
