@@ -1,10 +1,10 @@
 """Counter-positioned random streams for dropout masks, in numpy (no torch).
 
-Each (seed, dropout site) pair owns a PCG64DXSM stream. Element k of a site's flattened mask for a
-job (rows ordered sample-major: t*N + n, then features) uses 16-bit lane k of that stream, so any
-chunk can jump straight to its first element with PCG64DXSM.advance. (PCG64DXSM, numpy's
-recommended upgrade of PCG64, has the same jump-ahead and draws words ~1.1x faster here.) That gives the same masks
-whether a job runs alone, batched with others, or cut into chunks.
+Each (seed, dropout site) pair owns a PCG64DXSM stream. Element k of a site's flattened mask for
+a job (rows ordered sample-major: t*N + n, then features) uses 16-bit lane k of that stream, so
+any chunk can jump straight to its first element with PCG64DXSM.advance. That gives the same
+masks whether a job runs alone, batched with others, or cut into chunks. (PCG64DXSM, numpy's
+recommended upgrade of PCG64, has the same jump-ahead and draws words ~1.1x faster here.)
 
 Bernoulli(keep) is `lane < round(keep * 2^16)`: the probability is off by at most 2^-17 (7.6e-6),
 and a 64-bit draw yields four mask elements (~0.5 ns each on this CPU, against ~9 ns for
