@@ -226,8 +226,16 @@ async def test_webhook_posts_each_new_referral_with_retries(
             )
             assert "input" not in received[0]
             assert attempts == 3  # one refused delivery, retried, and the other event
-            m = (await c.get("/metrics")).text
-            assert metric(m, 'mcdrop_referral_webhook_total{outcome="delivered"}') == 2
+            # The receiver records an event before it answers, and the sender counts a delivery
+            # once it has read the answer: poll (bounded) for the second count to land.
+            delivered = 0.0
+            for _ in range(3000):
+                m = (await c.get("/metrics")).text
+                delivered = metric(m, 'mcdrop_referral_webhook_total{outcome="delivered"}')
+                if delivered == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert delivered == 2
     finally:
         server.should_exit = True
         await serving
