@@ -43,13 +43,17 @@ SHAPES = [(1, 100), (32, 50), (256, 30), (1, 1000)]
 
 
 def interleaved(fs: dict[str, Callable[[], object]], reps: int) -> dict[str, dict[str, float]]:
-    """Median wall and CPU seconds per variant, variants run in turn after one warm-up each."""
+    """Median wall and CPU seconds per variant, run in rotating turns after one warm-up each."""
     for f in fs.values():
         f()
     wall: dict[str, list[float]] = {k: [] for k in fs}
     cpu: dict[str, list[float]] = {k: [] for k in fs}
-    for _ in range(reps):
-        for k, f in fs.items():
+    names = list(fs)
+    for rep in range(reps):
+        # Rotate the order each repetition: what runs just before a variant (a loop of 400
+        # small parallel regions, say) changes its time, and no variant should always follow it.
+        for k in names[rep % len(names) :] + names[: rep % len(names)]:
+            f = fs[k]
             t, c = time.perf_counter(), time.process_time()
             f()
             cpu[k].append(time.process_time() - c)

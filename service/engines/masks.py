@@ -154,6 +154,15 @@ def fill_keep(out: NDArray[np.bool_], pieces: list[MaskPiece], keep_prob: float)
         np.less(lanes, thr, out=out[dest : dest + len(lanes)])
 
 
+def _bool_scratch() -> NDArray[np.bool_]:
+    """This thread's block-sized bool buffer, allocated once (a fresh 256 KiB array is a fresh
+    mapping from the kernel on every call)."""
+    buf: NDArray[np.bool_] | None = getattr(_scratch, "keep", None)
+    if buf is None:
+        buf = _scratch.keep = np.empty(_BLOCK_WORDS * LANES_PER_WORD, np.bool_)
+    return buf
+
+
 def apply_keep(h: NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float) -> None:
     """h[piece.dest : piece.dest + piece.count] *= keep decisions, in place, block by block.
 
@@ -163,7 +172,7 @@ def apply_keep(h: NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float
     writing and re-reading it cost more than drawing the bits.
     """
     thr = keep_threshold(keep_prob)
-    scratch = np.empty(_BLOCK_WORDS * LANES_PER_WORD, np.bool_)
+    scratch = _bool_scratch()
     for dest, lanes in _lane_blocks(pieces):
         keep = scratch[: len(lanes)]
         np.less(lanes, thr, out=keep)
