@@ -32,9 +32,9 @@ _LANE_RANGE = 1 << 16
 class LaneSource:
     """Random 16-bit lanes from numpy's SFC64, seeded once from a torch generator.
 
-    SFC64 words cost ~1.7 ns against ~4.8 ns for torch.randint's 64-bit words here (measured
-    with /tmp-style microbenchmarks at 72k words, one thread), and mask drawing is a large part
-    of a small network's step. Seeding from `gen` keeps a run reproducible from its seed.
+    SFC64 words cost ~1.7 ns against ~4.8 ns for torch.randint's 64-bit words here (72k words
+    per call, one thread), and mask drawing is a large part of a small network's step. Seeding
+    from `gen` keeps a run reproducible from its seed.
     """
 
     def __init__(self, gen: torch.Generator) -> None:
@@ -57,12 +57,8 @@ def keep_thresholds(keep_prob: Tensor) -> Tensor:
     return thr.clamp(max=_LANE_RANGE // 2 - 1).to(torch.int16).view(-1, 1, 1)
 
 
-def keep_masks(
-    shape: tuple[int, ...], thresholds: Tensor, source: LaneSource | torch.Generator
-) -> Tensor:
+def keep_masks(shape: tuple[int, ...], thresholds: Tensor, source: LaneSource) -> Tensor:
     """Bool mask of `shape` (leading axis = model), True where the unit is kept."""
-    if isinstance(source, torch.Generator):
-        source = LaneSource(source)
     return source.lanes(shape) < thresholds
 
 

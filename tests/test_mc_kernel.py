@@ -50,6 +50,13 @@ def test_filling_in_parts_and_threads_gives_the_same_mask() -> None:
     out = np.zeros_like(ref)
     masks.MaskFiller(2).fill(out, pieces, 0.8)
     assert np.array_equal(out, ref)
+    # Applied in place (the torch engine's path), the same decisions zero the same elements,
+    # alone and split over threads; kept elements are untouched.
+    h = np.arange(1, ref.size + 1, dtype=np.float32)
+    for filler in (masks.MaskFiller(1), masks.MaskFiller(2)):
+        applied = h.copy()
+        filler.apply(applied, pieces, 0.8)
+        assert np.array_equal(applied, np.where(ref, h, 0.0))
 
 
 def test_same_seed_same_samples_alone_batched_and_chunked() -> None:

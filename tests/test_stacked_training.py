@@ -11,6 +11,7 @@ from torch import nn
 
 from service import uncertainty as U
 from service.stacked_training import (
+    LaneSource,
     StackData,
     StackedMLP,
     keep_masks,
@@ -59,7 +60,8 @@ def test_hand_written_gradients_match_autograd_per_model_with_own_weight_decay()
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(g, b, 3, generator=gen), torch.randn(g, b, 1, generator=gen)
     thr = keep_thresholds(m.keep_prob)
-    k_in, k_hid = keep_masks((g, b, 3), thr, gen), keep_masks((g, b, 7), thr, gen)
+    lanes = LaneSource(gen)
+    k_in, k_hid = keep_masks((g, b, 3), thr, lanes), keep_masks((g, b, 7), thr, lanes)
     lam = torch.tensor([0.0, 1e-2, 0.5], dtype=torch.float64)  # very different per model
     loss = loss_and_grads(m, x, y, k_in, k_hid, lam)
     for i in range(g):
@@ -81,7 +83,7 @@ def test_masks_keep_each_models_own_fraction() -> None:
     keep = torch.tensor([0.5, 0.9, 0.995])
     gen = torch.Generator().manual_seed(2)
     n = 200_000
-    masks = keep_masks((3, n, 1), keep_thresholds(keep), gen)
+    masks = keep_masks((3, n, 1), keep_thresholds(keep), LaneSource(gen))
     frac = masks.double().mean(dim=(1, 2))
     # Binomial: SE = sqrt(p (1-p) / n) <= 0.0011; 5 SE leaves a false-alarm rate near 1e-6.
     se = torch.sqrt(keep.double() * (1 - keep.double()) / n)

@@ -143,11 +143,11 @@ def run_dataset(ds: UciDataset, cfg: ProtocolConfig) -> dict[str, Any]:
     d = ds.x.shape[1]
     model = StackedMLP.glorot(keep, d, ds.n_hidden, 1, gen)
     search_epochs = epochs * cfg.search_multiplier
-    grid_snapshots: dict[int, StackedMLP] = {}
+    grid_at_n_epochs: list[StackedMLP] = []  # the search's n_epochs snapshot, if it ran longer
 
     def grid_snapshot(epoch: int) -> None:
         if epoch == epochs and search_epochs > epochs:
-            grid_snapshots[epoch] = model.select(list(range(model.n_models)))
+            grid_at_n_epochs.append(model.select(list(range(model.n_models))))
 
     t0 = time.perf_counter()
     train_stacked(model, _stack(fits, n_grid), _weight_decay(keep, tau, n_fit, cfg), search_epochs,
@@ -166,7 +166,7 @@ def run_dataset(ds: UciDataset, cfg: ProtocolConfig) -> dict[str, Any]:
 
     val_ll, val_rmse = validate(model)
     val_ll_1x, val_rmse_1x = (
-        validate(grid_snapshots[epochs]) if grid_snapshots else (val_ll, val_rmse)
+        validate(grid_at_n_epochs[0]) if grid_at_n_epochs else (val_ll, val_rmse)
     )
     t_grid = time.perf_counter() - t0
     best = val_ll.argmax(axis=1)
@@ -189,8 +189,9 @@ def run_dataset(ds: UciDataset, cfg: ProtocolConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = _stack(fulls, 1)
     data = StackData(x=data.x, y=data.y, group=torch.arange(2 * n_splits) % n_splits)
-    train_stacked(final, data, _weight_decay(keep_f, tau_f, n_train, cfg), epochs * cfg.epoch_multiplier, gen,
-                  batch_size=cfg.batch_size, lr=cfg.lr, on_epoch=snapshot)  # fmt: skip
+    train_stacked(final, data, _weight_decay(keep_f, tau_f, n_train, cfg),
+                  epochs * cfg.epoch_multiplier, gen, batch_size=cfg.batch_size, lr=cfg.lr,
+                  on_epoch=snapshot)  # fmt: skip
     t_final_train = time.perf_counter() - t0
     gen = _generator(cfg, ds.name, "test")
     t0 = time.perf_counter()

@@ -67,7 +67,7 @@ def table(results: list[dict[str, Any]]) -> str:
         def paper(key: str, pub: dict[str, tuple[float, float]] = pub) -> str:
             return _pm(*pub[key], digits=2) if key in pub else "n/a"
 
-        s1 = s.get("10x_search1x", s["10x"])
+        s1 = s["10x_search1x"]
         verdict = passes(name, s)
         mark = (
             "n/a"
