@@ -50,7 +50,7 @@ def main() -> None:
             pre = eng.prefix(torch.as_tensor(x))
             for chunk in plan_chunks([(n, t)], eng.max_rows):
                 noise = eng._draw_noise(chunk, jobs)
-                h = eng._first_site(chunk, jobs, [pre])
+                h = eng._first_site(chunk, jobs, pre)
                 t0 = tick("replicate", t0)
                 for i, mod in enumerate(eng.body):
                     site = eng.sites.get(i)

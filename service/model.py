@@ -68,6 +68,8 @@ class MCDropoutModel:
         self._x_std = _broadcastable(norm.x_std, shape)
         self._y_mean = np.asarray(norm.y_mean if norm.y_mean is not None else [0.0], np.float64)
         self._y_std = np.asarray(norm.y_std if norm.y_std is not None else [1.0], np.float64)
+        self._input_size = manifest.input_size  # a product over the shape: once, not per request
+        self._input_scale = norm.input_scale
 
     @property
     def name(self) -> str:
@@ -88,13 +90,13 @@ class MCDropoutModel:
             raise InvalidInput(f"{field}: expected numbers in rows of shape {shape} ({e})") from e
         if arr.ndim >= 1 and arr.shape[0] == 0:
             raise InvalidInput(f"{field}: expected at least one row")
-        if arr.ndim == 2 and arr.shape[1] == self.manifest.input_size:
+        if arr.ndim == 2 and arr.shape[1] == self._input_size:
             arr = arr.reshape(arr.shape[0], *shape)
         # Single-channel images may also come without their channel axis: (N, H, W).
         if len(shape) == 3 and shape[0] == 1 and arr.ndim == 3 and list(arr.shape[1:]) == shape[1:]:
             arr = arr[:, None]
         if arr.ndim != len(shape) + 1 or list(arr.shape[1:]) != shape:
-            flat = self.manifest.input_size
+            flat = self._input_size
             raise InvalidInput(
                 f"{field}: expected N rows of shape {shape} (or flat rows of {flat} values), "
                 f"got an array of shape {list(arr.shape)}"
@@ -102,7 +104,7 @@ class MCDropoutModel:
         if not np.all(np.isfinite(arr)):
             raise InvalidInput(f"{field}: every value must be a finite number")
         with np.errstate(over="ignore"):  # overflow is checked just below, with a clear message
-            normed64 = (arr * self.manifest.normalization.input_scale - self._x_mean) / self._x_std
+            normed64 = (arr * self._input_scale - self._x_mean) / self._x_std
         if not np.all(np.abs(normed64) <= np.finfo(np.float32).max):
             raise InvalidInput(
                 f"{field}: values too large: after normalisation each must fit in float32"
@@ -187,7 +189,9 @@ class MCDropoutModel:
         return pred
 
     def to_target_units(self, raw: NDArray[np.floating]) -> NDArray[np.float64]:
-        out: NDArray[np.float64] = np.asarray(raw, np.float64) * self._y_std + self._y_mean
+        out: NDArray[np.float64] = np.array(raw, np.float64)  # a copy: scaled in place below
+        out *= self._y_std
+        out += self._y_mean
         return out
 
     def predict_standard(self, x: Any) -> NDArray[np.float64]:

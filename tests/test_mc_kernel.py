@@ -8,7 +8,7 @@ import torch
 
 from service.artifact import DropoutSpec, MLPArchitecture
 from service.engines import masks
-from service.engines.base import SampleJob, plan_chunks
+from service.engines.base import SampleJob, Segment, plan_chunks, replication_index
 from service.engines.torch_engine import TorchEngine
 from service.nets import build_mlp
 
@@ -57,6 +57,41 @@ def test_filling_in_parts_and_threads_gives_the_same_mask() -> None:
         applied = h.copy()
         filler.apply(applied, pieces, 0.8)
         assert np.array_equal(applied, np.where(ref, h, 0.0))
+
+
+def test_small_pieces_are_packed_without_changing_a_decision() -> None:
+    # A batch of one-row requests: many small pieces end to end (packed into one block), one
+    # starting mid-word, a gap before the last one (the packed run must end there), and a piece
+    # larger than half a block (applied without packing). Each must match fill_keep exactly.
+    pieces, dest = [], 0
+    for i in range(40):
+        count = 1_000 + 37 * i
+        pieces.append(masks.MaskPiece(seed=100 + i, site=1, offset=3 * i, count=count, dest=dest))
+        dest += count
+    dest += 5  # the gap: these 5 elements belong to no piece and must stay untouched
+    pieces.append(masks.MaskPiece(seed=7, site=2, offset=0, count=150_000, dest=dest))
+    dest += 150_000
+    pieces.append(masks.MaskPiece(seed=8, site=2, offset=1, count=999, dest=dest))
+    total = dest + 999
+    ref = np.zeros(total, np.bool_)
+    masks.fill_keep(ref, pieces, 0.8)
+    covered = np.zeros(total, np.bool_)
+    for p in pieces:
+        covered[p.dest : p.dest + p.count] = True
+    h = np.arange(1, total + 1, dtype=np.float32)
+    applied = h.copy()
+    masks.apply_keep(applied, pieces, 0.8)
+    assert np.array_equal(applied, np.where(ref | ~covered, h, 0.0))
+    assert 0 < (~ref[covered]).mean() < 0.5  # some were dropped
+
+
+def test_replication_index_copies_each_row_over_its_samples() -> None:
+    jobs = [SampleJob(_x(2), 3, 0), SampleJob(_x(1), 4, 1), SampleJob(_x(3), 2, 2)]
+    chunk = [Segment(0, 1, 3), Segment(1, 0, 4), Segment(2, 0, 1)]
+    # Inputs are concatenated: job 0 is rows 0-1, job 1 row 2, job 2 rows 3-5; each segment's
+    # rows are sample-major (all of a sample's rows, then the next sample's).
+    expected = [0, 1, 0, 1, 2, 2, 2, 2, 3, 4, 5]
+    assert replication_index(chunk, jobs).tolist() == expected
 
 
 def test_same_seed_same_samples_alone_batched_and_chunked() -> None:

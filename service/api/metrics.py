@@ -83,22 +83,43 @@ class ServiceMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._model_children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
+
+    # Every request records a few series; `labels()` resolves a child by its label values each
+    # time (~1.5 µs), so the children are kept here. Label sets are bounded: routes, statuses
+    # and the names of models that exist (see the predict routes), and these series are never
+    # removed, so a kept child never goes stale.
 
     def observe_request(self, route: str, model: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, model, str(status)).inc()
-        self.latency.labels(route, model, str(status)).observe(seconds)
+        key = (route, model, status)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (route, model, str(status))
+            children = self._request_children[key] = (
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_prediction(
         self, model: str, pred: Prediction, samples_drawn: int | None = None
     ) -> None:
+        children = self._model_children.get(model)
+        if children is None:
+            children = self._model_children[model] = (
+                self.mc_samples.labels(model),
+                self.rows.labels(model),
+                self.abstentions.labels(model),
+                self.uncertainty.labels(model),
+            )
+        mc_samples, rows, abstentions, hist = children
         n = int(pred.abstain.shape[0])
         # Adaptive requests draw a different T per row and pass the total.
-        self.mc_samples.labels(model).inc(
-            pred.samples * n if samples_drawn is None else samples_drawn
-        )
-        self.rows.labels(model).inc(n)
-        self.abstentions.labels(model).inc(int(np.count_nonzero(pred.abstain)))
-        hist = self.uncertainty.labels(model)
+        mc_samples.inc(pred.samples * n if samples_drawn is None else samples_drawn)
+        rows.inc(n)
+        abstentions.inc(int(np.count_nonzero(pred.abstain)))
         for value in pred.uncertainty.tolist():
             hist.observe(value)
 

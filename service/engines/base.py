@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,8 +27,8 @@ class SampleJob:
     # k..k+T-1 of the same sequence, so sampling can continue in rounds (adaptive T).
     first_sample: int = 0
 
-    @property
-    def rows(self) -> int:
+    @functools.cached_property
+    def rows(self) -> int:  # cached: the batch planner asks for it per job, per site and chunk
         return int(self.x.shape[0])
 
 
@@ -66,6 +67,22 @@ def plan_chunks(jobs: list[tuple[int, int]], max_rows: int) -> list[list[Segment
     if current:
         chunks.append(current)
     return chunks
+
+
+def replication_index(chunk: list[Segment], jobs: list[SampleJob]) -> NDArray[np.int64]:
+    """For each stacked row of a chunk, the row of the batch's concatenated inputs it copies.
+
+    Segments are stacked in order, each sample-major: segment (job j, samples t0..t1) takes
+    (t1 - t0) × N_j rows, row k of it copying input row first_j + k mod N_j.
+    """
+    first = np.cumsum([0] + [j.rows for j in jobs])
+    seg_rows = np.array([jobs[s.job].rows for s in chunk], np.int64)
+    seg_len = np.array([(s.t1 - s.t0) * jobs[s.job].rows for s in chunk], np.int64)
+    seg_first = first[[s.job for s in chunk]]
+    starts = np.cumsum(seg_len) - seg_len
+    k = np.arange(int(seg_len.sum()), dtype=np.int64) - np.repeat(starts, seg_len)
+    index: NDArray[np.int64] = np.repeat(seg_first, seg_len) + k % np.repeat(seg_rows, seg_len)
+    return index
 
 
 class Engine(Protocol):

@@ -31,7 +31,13 @@ from torch import nn
 
 from service.artifact import Manifest, load_weights
 from service.engines import masks
-from service.engines.base import SampleJob, Segment, chunk_pieces, plan_chunks
+from service.engines.base import (
+    SampleJob,
+    Segment,
+    chunk_pieces,
+    plan_chunks,
+    replication_index,
+)
 from service.nets import MCDropout, build_net, expected_shapes
 
 _CACHE_CHUNK_BYTES = 4 * 2**20
@@ -238,11 +244,10 @@ class TorchEngine:
     def _sample_many(self, jobs: list[SampleJob]) -> list[NDArray[np.float32]]:
         xs = torch.as_tensor(np.concatenate([j.x for j in jobs]), device=self.device)
         pre = self._prefix(xs).to(self._dtype)  # once per row, broadcast over T below
-        per_job = list(torch.split(pre, [j.rows for j in jobs]))
         outputs = [np.empty((j.samples, j.rows, self._out_features), np.float32) for j in jobs]
         for chunk in plan_chunks([(j.rows, j.samples) for j in jobs], self.max_rows):
             noise = self._draw_noise(chunk, jobs)
-            h = self._first_site(chunk, jobs, per_job)
+            h = self._first_site(chunk, jobs, pre)
             for i, mod in enumerate(self._body):
                 site = self._sites.get(i)
                 if site is not None:
@@ -261,19 +266,15 @@ class TorchEngine:
         return outputs
 
     def _first_site(
-        self, chunk: list[Segment], jobs: list[SampleJob], per_job: list[torch.Tensor]
+        self, chunk: list[Segment], jobs: list[SampleJob], pre: torch.Tensor
     ) -> torch.Tensor:
-        """Replicate each segment's rows over its samples (the first site's noise comes next)."""
-        rows = sum((s.t1 - s.t0) * jobs[s.job].rows for s in chunk)
-        h = torch.empty((rows, *per_job[0].shape[1:]), dtype=self._dtype, device=self.device)
-        start = 0
-        for s in chunk:
-            src = per_job[s.job]
-            stop = start + (s.t1 - s.t0) * jobs[s.job].rows
-            shape = (s.t1 - s.t0, *src.shape)
-            h[start:stop].view(shape).copy_(src.unsqueeze(0).expand(shape))
-            start = stop
-        return h
+        """Replicate each segment's rows over its samples (the first site's noise comes next).
+
+        One gather for the whole chunk: a copy per segment cost ~10 µs of Python each, which
+        for a batch of 32 one-row requests was a third of the pass.
+        """
+        index = torch.from_numpy(replication_index(chunk, jobs)).to(self.device)
+        return pre.index_select(0, index)
 
     def _apply(
         self,

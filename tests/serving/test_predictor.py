@@ -29,6 +29,10 @@ def _prediction(mean: list[float]) -> Prediction:
 def test_non_finite_rows_abstain_with_a_reason_and_finite_placeholders() -> None:
     fine = abstain_non_finite(_prediction([1.0, 2.0]))
     assert fine.reason is None and not fine.abstain.any()
+    # Finite values whose sum overflows (the quick check's false alarm) still abstain nowhere.
+    huge = abstain_non_finite(_prediction([1e308, 1e308]))
+    assert huge.reason is None and not huge.abstain.any()
+    assert huge.mean[:, 0].tolist() == [1e308, 1e308]
     pred = _prediction([1.0, np.inf, 0.0, np.nan])
     pred.variance[2, 0] = np.inf  # a row whose mean is finite but whose variance overflowed
     out = abstain_non_finite(pred)
