@@ -1,6 +1,6 @@
 """Event-loop CPU per request, in process: the part c ceiling that the HTTP benchmark cannot show.
 
-    .venv/bin/python bench/loop_cost.py [--model diabetes] [--concurrency 32] [--requests 4000]
+    .venv/bin/python bench/loop_cost.py [--model diabetes|ref] [--concurrency 32] [--requests 4000]
 
 bench/serve_load.py measures requests/s over loopback, where the load generator shares the two
 cores with the server. This one calls the ASGI app directly (no sockets, no client) with
@@ -9,6 +9,7 @@ cores with the server. This one calls the ASGI app directly (no sockets, no clie
   others: CPU time of every other thread (batcher, torch thread, mask threads);
   wall:   elapsed time / requests.
 for GET /health/live (the trivial endpoint) and POST /v1/models/{model}/predict (N=1, T=100),
+where `ref` is bench/serve_load.py's reference MLP (written to a temporary folder),
 alternating over the repeats, with the ratio of predict to trivial measured in the same run.
 Python runs one thread at a time, so loop + others close to wall means the two take turns.
 Set MCDROP_NUM_THREADS=1 to match bench/serve_load.py's servers.
@@ -19,7 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -94,11 +98,24 @@ async def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    app = create_app(Settings(model_dir=str(REPO / "models"), batching=True, referrals=False))
-    row = [0.01] * 10 if args.model == "diabetes" else None
+    model_dir = Path(tempfile.mkdtemp(prefix="mcdrop-loop-cost-"))
+    try:
+        if args.model == "ref":
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from serve_load import write_reference_model
+
+            write_reference_model(model_dir / "ref")
+        else:
+            shutil.copytree(REPO / "models" / args.model, model_dir / args.model)
+        await run(args, model_dir)
+    finally:
+        shutil.rmtree(model_dir, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace, model_dir: Path) -> None:
+    app = create_app(Settings(model_dir=str(model_dir), batching=True, referrals=False))
     async with app.router.lifespan_context(app):
-        if row is None:
-            row = [0.0] * app.state.predictor.model(args.model).manifest.input_size
+        row = [0.01] * app.state.predictor.model(args.model).manifest.input_size
         body = json.dumps({"inputs": [row], "samples": 100}).encode()  # a fresh seed each
         path = f"/v1/models/{args.model}/predict"
         variants: dict[str, Callable[[], Awaitable[int]]] = {

@@ -92,6 +92,9 @@ def test_replication_index_copies_each_row_over_its_samples() -> None:
     # rows are sample-major (all of a sample's rows, then the next sample's).
     expected = [0, 1, 0, 1, 2, 2, 2, 2, 3, 4, 5]
     assert replication_index(chunk, jobs).tolist() == expected
+    # A chunk of one segment (a request alone, or one cut from a batch) takes a shortcut.
+    assert replication_index([Segment(2, 3, 5)], jobs).tolist() == [3, 4, 5, 3, 4, 5]
+    assert replication_index([Segment(1, 0, 3)], jobs).tolist() == [2, 2, 2]
 
 
 def test_same_seed_same_samples_alone_batched_and_chunked() -> None:

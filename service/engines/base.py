@@ -75,6 +75,13 @@ def replication_index(chunk: list[Segment], jobs: list[SampleJob]) -> NDArray[np
     Segments are stacked in order, each sample-major: segment (job j, samples t0..t1) takes
     (t1 - t0) × N_j rows, row k of it copying input row first_j + k mod N_j.
     """
+    if len(chunk) == 1:  # one request alone: a tile is ~5x cheaper than the general case
+        s = chunk[0]
+        start = sum(j.rows for j in jobs[: s.job])
+        tiled: NDArray[np.int64] = np.tile(
+            np.arange(start, start + jobs[s.job].rows, dtype=np.int64), s.t1 - s.t0
+        )
+        return tiled
     first = np.cumsum([0] + [j.rows for j in jobs])
     seg_rows = np.array([jobs[s.job].rows for s in chunk], np.int64)
     seg_len = np.array([(s.t1 - s.t0) * jobs[s.job].rows for s in chunk], np.int64)
