@@ -1,22 +1,25 @@
 """Part c in one run: the served models under HTTP load, batcher on and off, beside two ceilings.
 
-    .venv/bin/python bench/serve_load.py [--seconds 4] [--repeats 3] [--threads 1]
+    .venv/bin/python bench/serve_load.py [--seconds 4] [--repeats 3] [--threads 1] [--workers 1]
 
 What it does, all on loopback (127.0.0.1, a free port), bounded in time and request count:
 - writes a temporary model folder with the reference MLP (Q=64, 3x1024 ReLU, D=10, dropout 0.1
   before every weight layer, random weights) and a copy of the shipped `diabetes` model;
 - per repeat, starts one `mcdrop serve` subprocess per configuration (MCDROP_BATCHING=true and
-  false; the order alternates between repeats), with OMP_WAIT_POLICY=PASSIVE, the given
-  MCDROP_NUM_THREADS and log level `warning` (no per-request access log line);
+  false; the order alternates between repeats), with OMP_WAIT_POLICY=PASSIVE (as the image),
+  the given MCDROP_NUM_THREADS and MCDROP_ENGINE_WORKERS, and log level `warning` (no
+  per-request access log line);
 - against each server, closed-loop load at concurrency 1, 8 and 32 from the raw HTTP/1.1 client
   of bench/load_http.py: GET /health/live (the HTTP ceiling: a trivial endpoint through the same
   middleware), then POST /v1/models/{diabetes,ref}/predict with N=1, T=100;
 - the compute ceiling, measured in this process between servers (the server is idle then) with
   the same torch thread count: the mask-free matrix-product chain of the reference MLP on the
-  rows of 32 requests (32x100 stacked rows), converted to requests/s = 32 / seconds.
+  rows of 32 requests (32x100 stacked rows), converted to requests/s = 32 / seconds; with
+  several engine workers, the better of one chain on all their threads and one chain per
+  worker side by side.
 Figures are medians over the repeats. The client's own CPU time and the server's CPU time are
 reported beside them, and the load average at the start and end (the machine is shared).
-Writes bench/results/http_load.json.
+Writes bench/results/http_load.json (or --out).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +84,7 @@ def write_reference_model(folder: Path) -> nn.Sequential:
     return net
 
 
-def compute_ceiling(net: nn.Sequential, threads: int, seconds: float) -> float:
-    """Requests/s if 32 requests' rows (32 x T) ran as the mask-free chain and nothing else."""
-    torch.set_num_threads(threads)
-    plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)]).eval()
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((32 * T, Q)).astype(np.float32))
+def _chain_seconds(plain: nn.Sequential, x: torch.Tensor, seconds: float) -> list[float]:
     times: list[float] = []
     stop = time.perf_counter() + seconds
     with torch.inference_mode():
@@ -93,7 +93,33 @@ def compute_ceiling(net: nn.Sequential, threads: int, seconds: float) -> float:
             t0 = time.perf_counter()
             plain(x)
             times.append(time.perf_counter() - t0)
-    return 32 / float(np.median(times))
+    return times
+
+
+def compute_ceiling(net: nn.Sequential, threads: int, workers: int, seconds: float) -> float:
+    """Requests/s if 32 requests' rows (32 x T) ran as the mask-free chain and nothing else.
+
+    With one engine worker: one chain on `threads` torch threads. With several: the better of
+    one chain on threads x workers threads and `workers` chains side by side (32 / workers
+    requests each, `threads` threads each), so the ceiling is never the weaker of the two.
+    """
+    plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)]).eval()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((32 * T, Q)).astype(np.float32))
+    torch.set_num_threads(threads * workers)
+    best = 32 / float(np.median(_chain_seconds(plain, x, seconds)))
+    if workers > 1:
+        torch.set_num_threads(threads)
+        share = x[: 32 * T // workers].clone()
+        with ThreadPoolExecutor(workers) as pool:
+            t0 = time.perf_counter()
+            laps = list(pool.map(lambda _: _chain_seconds(plain, share, seconds), range(workers)))
+            wall = time.perf_counter() - t0
+        # Every worker ran its chains back to back for the same wall time: requests per second
+        # of all of them together.
+        done = sum(len(lap) + 1 for lap in laps) * (32 // workers)
+        best = max(best, done / wall)
+    return best
 
 
 def free_port() -> int:
@@ -109,7 +135,7 @@ def server_cpu(pid: int) -> float:
 
 
 def start_server(
-    model_dir: Path, batching: bool, threads: int, port: int
+    model_dir: Path, batching: bool, threads: int, workers: int, port: int
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -118,6 +144,7 @@ def start_server(
         "MCDROP_PORT": str(port),
         "MCDROP_BATCHING": "true" if batching else "false",
         "MCDROP_NUM_THREADS": str(threads),
+        "MCDROP_ENGINE_WORKERS": str(workers),
         "MCDROP_LOG_LEVEL": "warning",
         "OMP_WAIT_POLICY": "PASSIVE",
     }
@@ -188,7 +215,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="per concurrency level and target")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="MCDROP_NUM_THREADS and the ceiling's")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="MCDROP_ENGINE_WORKERS (passes side by side)"
+    )
     ap.add_argument("--max-requests", type=int, default=50_000, help="cap per level")
+    ap.add_argument("--out", default=str(OUT / "http_load.json"))
     args = ap.parse_args()
 
     load_start = os.getloadavg()
@@ -206,9 +237,9 @@ def main() -> None:
         for rep in range(args.repeats):
             configs = [True, False] if rep % 2 == 0 else [False, True]
             for batching in configs:
-                ceilings.append(compute_ceiling(net, args.threads, 2.0))
+                ceilings.append(compute_ceiling(net, args.threads, args.workers, 2.0))
                 port = free_port()
-                proc = start_server(model_dir, batching, args.threads, port)
+                proc = start_server(model_dir, batching, args.threads, args.workers, port)
                 try:
                     rows = load_one_server(
                         proc,
@@ -248,7 +279,8 @@ def report(
 ) -> None:
     print(
         f"\nmedians of {args.repeats} repeats, {args.seconds:.0f} s per level, N=1, T={T}, "
-        f"torch threads {args.threads}, {os.cpu_count()} cores, load average "
+        f"torch threads {args.threads} x {args.workers} engine worker(s), {os.cpu_count()} "
+        "cores, load average "
         f"{load_start[0]:.1f} at start, {load_end[0]:.1f} at end"
     )
     print(f"compute ceiling (mask-free chain, 32x{T} rows): {ceiling:.0f} req/s")
@@ -310,7 +342,7 @@ def report(
         op, bound = targets[k]
         met = v >= bound if op == ">=" else v < bound
         print(f"{k:>40}: {v:7.2f}  target {op} {bound}  {'met' if met else 'NOT met'}")
-    out = OUT / "http_load.json"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
@@ -319,6 +351,7 @@ def report(
                     "seconds": args.seconds,
                     "repeats": args.repeats,
                     "torch_threads": args.threads,
+                    "engine_workers": args.workers,
                     "N": 1,
                     "T": T,
                     "cores": os.cpu_count(),

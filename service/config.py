@@ -64,7 +64,15 @@ class Settings(BaseSettings):
     """Memory budget of one batched pass; larger T×N is cut into chunks under it."""
 
     num_threads: int = Field(default=0, ge=0)
-    """Intra-op threads of the torch engine (0 keeps torch's default: one per core)."""
+    """Intra-op threads of the torch engine, per engine worker (0: torch's default, one per
+    core, with one worker; cores / engine_workers with several)."""
+
+    engine_workers: int = Field(default=1, ge=1, le=64)
+    """MC passes the torch engine runs at once on the CPU, each on its own thread with
+    num_threads intra-op threads. 1 (default): one pass at a time on every core, the lowest
+    latency per request. The number of cores, with num_threads 1: the most requests/s under
+    concurrent load (no OpenMP team to synchronise, and the event loop's work overlaps a pass
+    instead of stalling its team); a lone request then runs on one core."""
 
     batching: bool = True
     """Batch concurrent requests for the same model into shared passes (dynamic batcher). Each
@@ -140,6 +148,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "max_inflight_sample_rows must be at least max_sample_rows, or the largest "
                 "allowed request could never be admitted"
+            )
+        if self.engine_workers > 1 and self.engine != "torch":
+            raise ValueError(
+                "engine_workers above 1 needs engine 'torch': each onnxruntime session already "
+                "runs one pass on every core"
             )
         return self
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +98,62 @@ def test_direct_runner_matches(model: MCDropoutModel) -> None:
         return out
 
     np.testing.assert_array_equal(asyncio.run(go()), model.engine.sample_many([job])[0])
+
+
+class _SlowRecording:
+    """An engine wrapper that holds each pass 50 ms and records how many run at once."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def sample_many(self, jobs: list[SampleJob]) -> list[np.ndarray]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.05)
+            return self.inner.sample_many(jobs)  # type: ignore[attr-defined,no-any-return]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_several_workers_run_passes_side_by_side_with_the_same_answers(
+    model: MCDropoutModel,
+) -> None:
+    engine = _SlowRecording(model.engine)
+    slow = MCDropoutModel(model.folder, model.manifest, engine)  # type: ignore[arg-type]
+    batches: list[tuple[str, int, int, float]] = []
+    runner = BatchingRunner(
+        wait_ms=20, max_rows=10_000, on_batch=lambda *a: batches.append(a), workers=2
+    )
+    jobs = [_job(model, 2, 12, seed=200 + i) for i in range(8)]
+    results = asyncio.run(_run_concurrently(runner, slow, jobs))
+    for job, res in zip(jobs, results, strict=True):
+        assert isinstance(res, np.ndarray)
+        np.testing.assert_allclose(res, model.engine.sample_many([job])[0], rtol=1e-5, atol=1e-6)
+    assert engine.most == 2  # two passes overlapped, never more than the workers
+    # Each batch is at most its worker's share of the 8 jobs in flight.
+    assert sum(b[2] for b in batches) == 8 and max(b[2] for b in batches) <= 4
+
+
+def test_direct_runner_with_two_workers_overlaps_jobs(model: MCDropoutModel) -> None:
+    engine = _SlowRecording(model.engine)
+    slow = MCDropoutModel(model.folder, model.manifest, engine)  # type: ignore[arg-type]
+    jobs = [_job(model, 1, 8, seed=300 + i) for i in range(4)]
+
+    async def run() -> list[np.ndarray]:
+        runner = DirectRunner(workers=2)
+        await runner.start()
+        try:
+            return list(await asyncio.gather(*(runner.sample(slow, j) for j in jobs)))
+        finally:
+            await runner.stop()
+
+    results = asyncio.run(run())
+    for job, res in zip(jobs, results, strict=True):
+        np.testing.assert_array_equal(res, model.engine.sample_many([job])[0])
+    assert engine.most == 2

@@ -28,7 +28,15 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"port": 0}, {"device": "tpu"}, {"default_model": "../etc"}, {"max_rows": 0}, {"nope": 1}],
+    [
+        {"port": 0},
+        {"device": "tpu"},
+        {"default_model": "../etc"},
+        {"max_rows": 0},
+        {"nope": 1},
+        {"engine_workers": 0},
+        {"engine_workers": 2, "engine": "onnx"},  # onnxruntime runs each pass on every core
+    ],
 )
 def test_bad_values_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
@@ -46,3 +54,21 @@ def test_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
     missing = [n for n in Settings.model_fields if f"`MCDROP_{n.upper()}`" not in readme]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    ("num_threads", "workers", "cores", "expected"),
+    [
+        (0, 1, 8, None),  # one worker: torch's own default
+        (3, 1, 8, 3),  # a setting always wins
+        (0, 2, 8, 4),  # several: an equal share of the cores
+        (0, 3, 2, 1),  # never below one thread
+        (1, 2, 2, 1),
+    ],
+)
+def test_threads_per_worker_never_oversubscribes(
+    num_threads: int, workers: int, cores: int, expected: int | None
+) -> None:
+    from service.engines.torch_engine import threads_per_worker
+
+    assert threads_per_worker(num_threads, workers, cores) == expected

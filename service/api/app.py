@@ -39,9 +39,10 @@ def make_runner(settings: Settings, service_metrics: ServiceMetrics | None = Non
                 wait_ms=settings.batch_wait_ms,
                 max_rows=settings.batch_max_rows,
                 on_batch=service_metrics.observe_batch if service_metrics else None,
+                workers=settings.engine_workers,
             )
             return runner
-    return DirectRunner()
+    return DirectRunner(workers=settings.engine_workers)
 
 
 def _package_version() -> str:
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine=settings.engine,
         max_activation_mb=settings.max_activation_mb,
         num_threads=settings.num_threads,
+        engine_workers=settings.engine_workers,
     )
     limits = Limits(
         max_rows=settings.max_rows,

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import functools
 import math
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,25 +45,30 @@ _CACHE_CHUNK_BYTES = 4 * 2**20
 _R = TypeVar("_R")
 _TORCH_THREAD_PREFIX = "mcdrop-torch"
 _torch_executor: ThreadPoolExecutor | None = None
+_torch_workers = 1  # threads of that executor (MCDROP_ENGINE_WORKERS), see configure_threads
 _torch_executor_lock = threading.Lock()
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before anyone sets it
 
 
 def on_torch_thread(fn: Callable[..., _R], *args: object) -> _R:
-    """Run fn(*args) on the one thread that does all of the engines' CPU torch work.
+    """Run fn(*args) on one of the threads that do all of the engines' CPU torch work.
 
     libgomp (torch's OpenMP) keeps a team of worker threads for every thread that has run a
     parallel region, and once the process holds more OpenMP threads than cores it stops
     spinning between regions: each region then starts with a futex wake-up. Measured here with
     the model loaded on one thread and served from another: the reference MLP's (1, 100) pass
-    took 2.9 ms instead of 2.0 (about 80 µs per region). With every load and pass on this one
-    thread the process has one team, whichever thread (event loop, batcher, test) asks.
+    took 2.9 ms instead of 2.0 (about 80 µs per region). With every load and pass on these
+    threads the process has one team per engine worker (one by default), whichever thread
+    (event loop, batcher, test) asks.
     """
     global _torch_executor
     if threading.current_thread().name.startswith(_TORCH_THREAD_PREFIX):
         return fn(*args)
     with _torch_executor_lock:
         if _torch_executor is None:
-            _torch_executor = ThreadPoolExecutor(1, thread_name_prefix=_TORCH_THREAD_PREFIX)
+            _torch_executor = ThreadPoolExecutor(
+                _torch_workers, thread_name_prefix=_TORCH_THREAD_PREFIX
+            )
         executor = _torch_executor
     return executor.submit(fn, *args).result()
 
@@ -75,17 +81,36 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def configure_threads(num_threads: int | None) -> None:
+def threads_per_worker(num_threads: int | None, workers: int, cores: int) -> int | None:
+    """Intra-op threads of each engine worker: the setting when given; otherwise torch's default
+    (None) for one worker, and an equal share of the cores for several, so that workers x
+    threads never exceeds the cores (an oversubscribed OpenMP team waits for its slowest
+    thread at every region)."""
+    if num_threads:
+        return num_threads
+    return None if workers <= 1 else max(1, cores // workers)
+
+
+def configure_threads(num_threads: int | None, workers: int = 1) -> None:
     """Apply the thread settings once at start-up, before any engine is built.
 
-    num_threads sets torch's intra-op pool (0 or None keeps torch's default, one per core); the
-    mask filler of each engine built afterwards uses the same count. One inter-op thread: the
-    batcher already runs one pass at a time, and a second pool would only compete for the cores.
+    workers: how many MC passes may run at once on the CPU, each on its own torch thread
+    (MCDROP_ENGINE_WORKERS). num_threads sets torch's intra-op pool of each (0 or None: torch's
+    default, one per core, for one worker; cores / workers for several); the mask filler of each
+    engine built afterwards uses the same count. One inter-op thread: a second pool would only
+    compete for the cores.
     """
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    global _torch_executor, _torch_workers
+    threads = threads_per_worker(num_threads, workers, os.cpu_count() or 1)
+    torch.set_num_threads(threads or _TORCH_DEFAULT_THREADS)
     with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
         torch.set_num_interop_threads(1)
+    with _torch_executor_lock:
+        if workers != _torch_workers:
+            _torch_workers = workers
+            old, _torch_executor = _torch_executor, None  # the next call starts the new pool
+            if old is not None:
+                old.shutdown(wait=False)  # its running call, if any, still finishes
 
 
 def _matmul_dtype(precision: str, device: str) -> torch.dtype:

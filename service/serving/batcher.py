@@ -5,18 +5,21 @@ masks from the job's own streams), so a batched job returns exactly what it woul
 threshold and metric never enter the batch at all (they are applied to the job's samples
 afterwards). Jobs with different T are stacked, not padded: a batch costs Σ rows·T stacked rows.
 
-All passes run on one dedicated worker thread, so one pass at a time uses torch's thread pool
-and the event loop stays free. The worker forms the batches itself: the event loop only appends
-jobs to a queue and receives results, one callback per batch. So the next pass starts the moment
-the previous one ends, with every job that arrived meanwhile, even while the event loop is busy
-sending the previous batch's replies; the pass and the HTTP work overlap instead of taking turns.
+Passes run on dedicated worker threads, one by default (MCDROP_ENGINE_WORKERS), so one pass
+per worker at a time uses torch's thread pool and the event loop stays free. The workers form
+the batches themselves: the event loop only appends jobs to a queue and receives results, one
+callback per batch. So the next pass starts the moment a worker is free, with every job that
+arrived meanwhile, even while the event loop is busy sending the previous batch's replies; the
+pass and the HTTP work overlap instead of taking turns.
 
-When to close a batch: the worker, once free, runs the waiting jobs (oldest model queue first)
-as soon as either
+When to close a batch: a free worker runs the waiting jobs (oldest model queue first) as soon
+as either
 - as many jobs are waiting as the previous batch held (the recent concurrency: at concurrency 1
   a job runs at once and the batcher adds no wait), or
 - the oldest job has waited `wait_ms`, or
 - the stacked rows reach the budget max_rows × (largest T in the batch).
+With several workers, a batch takes at most its worker's share of the model's jobs in flight
+(waiting + running, divided by the workers), so concurrent requests spread over the workers.
 """
 
 from __future__ import annotations
@@ -55,50 +58,63 @@ class _ModelQueue:
     model: MCDropoutModel
     waiting: list[_Pending] = field(default_factory=list)
     last_batch_jobs: int = 1
+    running: int = 0  # jobs taken by a worker whose results are not yet handed back
 
 
 class BatchingRunner:
     """Gathers concurrent jobs per model for at most wait_ms, up to max_rows × T stacked rows."""
 
-    def __init__(self, wait_ms: float, max_rows: int, on_batch: BatchHook | None = None) -> None:
-        if wait_ms < 0 or max_rows < 1:
-            raise ValueError("wait_ms must be >= 0 and max_rows >= 1")
+    def __init__(
+        self,
+        wait_ms: float,
+        max_rows: int,
+        on_batch: BatchHook | None = None,
+        workers: int = 1,
+    ) -> None:
+        if wait_ms < 0 or max_rows < 1 or workers < 1:
+            raise ValueError("wait_ms must be >= 0, max_rows >= 1 and workers >= 1")
         self.wait_s = wait_ms / 1000.0
         self.max_rows = max_rows
         self.on_batch = on_batch
-        # Guards _queues and _stopping; the worker waits on it for jobs or a batch deadline.
+        self.workers = workers
+        # Guards _queues and _stopping; the workers wait on it for jobs or a batch deadline.
         self._cond = threading.Condition()
         self._queues: dict[int, _ModelQueue] = {}
         self._stopping = False
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        if self._worker is None:
+        if not self._threads:
             self._loop = asyncio.get_running_loop()
             self._stopping = False
-            self._worker = threading.Thread(target=self._work, name="mcdrop-batch", daemon=True)
-            self._worker.start()
+            self._threads = [
+                threading.Thread(target=self._work, name=f"mcdrop-batch-{i}", daemon=True)
+                for i in range(self.workers)
+            ]
+            for thread in self._threads:
+                thread.start()
 
     async def stop(self) -> None:
-        worker = self._worker
-        if worker is None:
+        threads = self._threads
+        if not threads:
             return
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        await asyncio.to_thread(worker.join)  # the pass in flight finishes and is delivered
-        await asyncio.sleep(0)  # let that delivery callback run
+        for thread in threads:  # the passes in flight finish and are delivered
+            await asyncio.to_thread(thread.join)
+        await asyncio.sleep(0)  # let those delivery callbacks run
         with self._cond:
             left = [p for q in self._queues.values() for p in q.waiting]
             self._queues.clear()
         for p in left:
             if not p.future.done():
                 p.future.cancel()
-        self._worker = None
+        self._threads = []
 
     async def sample(self, model: MCDropoutModel, job: SampleJob) -> NDArray[np.float32]:
-        if self._worker is None:
+        if not self._threads:
             raise RuntimeError("BatchingRunner.sample called before start()")
         future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
         with self._cond:
@@ -128,6 +144,8 @@ class BatchingRunner:
                 return
             q, batch, delay = taken
             results = _run(q.model, batch)
+            with self._cond:
+                q.running -= len(batch)
             rows = sum(p.job.rows * p.job.samples for p in batch)
             assert self._loop is not None
             try:
@@ -153,8 +171,13 @@ class BatchingRunner:
             if len(q.waiting) < q.last_batch_jobs and not self._full(q) and now < deadline:
                 self._cond.wait(deadline - now)
                 continue
-            batch = self._take(q)
+            # With several workers, a worker takes its share of the model's jobs in flight, so
+            # that the others find theirs waiting and the passes run side by side (with one,
+            # running is 0 here and the share is every waiting job).
+            share = -(-(len(q.waiting) + q.running) // self.workers)
+            batch = self._take(q, share)
             q.last_batch_jobs = len(batch)
+            q.running += len(batch)
             return q, batch, now - batch[0].enqueued
         return None
 
@@ -162,11 +185,11 @@ class BatchingRunner:
         t_max = max(p.job.samples for p in q.waiting)
         return sum(p.job.rows * p.job.samples for p in q.waiting) >= self.max_rows * t_max
 
-    def _take(self, q: _ModelQueue) -> list[_Pending]:
-        """The oldest jobs that fit the budget (at least one)."""
+    def _take(self, q: _ModelQueue, most: int) -> list[_Pending]:
+        """The oldest jobs, at most `most`, that fit the budget (at least one)."""
         batch: list[_Pending] = []
         stacked, t_max = 0, 0
-        for p in q.waiting:
+        for p in q.waiting[:most]:
             t = max(t_max, p.job.samples)
             cost = stacked + p.job.rows * p.job.samples
             if batch and cost > self.max_rows * t:

@@ -57,6 +57,7 @@ class ModelRegistry:
         engine: str = "torch",
         max_activation_mb: float = 256.0,
         num_threads: int = 0,
+        engine_workers: int = 1,
     ) -> None:
         self.model_dir = Path(model_dir)
         self._default = default_model
@@ -64,6 +65,7 @@ class ModelRegistry:
         self.engine = engine
         self.max_activation_mb = max_activation_mb
         self.num_threads = num_threads
+        self.engine_workers = engine_workers
         self.entries: dict[str, ModelEntry] = {}
         self.loaded = False  # true once load_all has finished, whatever the outcome per model
         self.error: str | None = None  # why nothing could be scanned (missing directory)
@@ -100,10 +102,10 @@ class ModelRegistry:
             raise ValueError(
                 f"default model '{self._default}' is not a folder under '{self.model_dir}'"
             )
-        if self.engine == "torch" and self.num_threads:
+        if self.engine == "torch":
             from service.engines.torch_engine import configure_threads
 
-            configure_threads(self.num_threads)
+            configure_threads(self.num_threads, self.engine_workers)
         with self._reload_lock:
             self.entries = {f.name: self._load_one(f) for f in folders}
             self.error = None

@@ -1,9 +1,9 @@
 """Runners draw a request's MC samples off the event loop.
 
 The API awaits `runner.sample(model, job)` and gets the job's (T, N, D) samples back. The plain
-`DirectRunner` runs one job at a time in a single dedicated thread: one thread keeps one BLAS
-pool busy (parallel jobs would fight over the cores, see PERF-NOTES), and the event loop stays
-free, so /health/live answers while a large request computes. A batching runner merges
+`DirectRunner` runs one job at a time per engine worker (one by default): one thread keeps one
+BLAS pool busy (parallel jobs would fight over the cores, see PERF-NOTES), and the event loop
+stays free, so /health/live answers while a large request computes. A batching runner merges
 concurrent jobs into shared passes behind the same protocol.
 """
 
@@ -37,14 +37,18 @@ class Runner(Protocol):
 
 
 class DirectRunner:
-    """One job per engine call, in one worker thread, in arrival order."""
+    """One job per engine call, in arrival order, on `workers` threads (one job at a time each;
+    see MCDROP_ENGINE_WORKERS)."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = workers
         self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcdrop-mc")
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="mcdrop-mc")
 
     async def stop(self) -> None:
         executor, self._executor = self._executor, None

@@ -207,3 +207,18 @@ async def test_bad_auto_options_are_422_naming_the_field(
     r = await client.post("/v1/models/tiny_clf/predict", json={"inputs": [CLF_ROW], **extra})
     assert r.status_code == 422, r.text
     assert r.json()["error"].startswith(field)
+
+
+async def test_engine_workers_do_not_change_a_seeded_answer(serving_dir: Path) -> None:
+    from service.api.app import create_app
+    from tests.api.conftest import settings_for
+
+    req = {"inputs": [REG_ROW, [0.0, 1.0, -1.0]], "seed": 11, "samples": 40}
+    answers = []
+    for workers, batching in ((1, True), (2, True), (2, False)):
+        settings = settings_for(serving_dir, engine_workers=workers, batching=batching)
+        async with running(create_app(settings)) as c:
+            r = await c.post("/v1/models/tiny_reg/predict", json=req)
+            assert r.status_code == 200
+            answers.append(_without_request_id(r.json()))
+    assert answers[0] == answers[1] == answers[2]
