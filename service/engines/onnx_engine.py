@@ -26,6 +26,9 @@ from service.errors import ArtifactError
 ONNX_NAME = "model.onnx"
 
 
+_CACHE_CHUNK_BYTES = 4 * 2**20
+
+
 @dataclass(frozen=True)
 class _OnnxSite:
     site: int
@@ -93,7 +96,14 @@ class OnnxEngine:
         bytes_per_row = int(meta["mcdrop.bytes_per_row"])
         # Masks are float32 here (4 bytes, where the torch engine holds 1-byte keep masks).
         bytes_per_row += 3 * sum(s.elements for s in self._sites)
-        self.max_rows = max(1, int(max_activation_mb * 2**20 // bytes_per_row))
+        budget_rows = int(max_activation_mb * 2**20 // bytes_per_row)
+        # As the torch engine does: also at most 4 MiB of the widest float32 mask per chunk, so
+        # masks are drawn into memory that stays cached instead of fresh pages every chunk
+        # (measured at (256, 30) on the reference MLP: 1.12-1.23x the torch engine's time with
+        # whole-budget chunks).
+        widest = max((site.elements for site in self._sites), default=1)
+        cache_rows = _CACHE_CHUNK_BYTES // (4 * widest)
+        self.max_rows = max(1, min(budget_rows, cache_rows))
         self._filler = masks.MaskFiller(threads or os.cpu_count() or 1)
 
     def sample_many(self, jobs: list[SampleJob]) -> list[NDArray[np.float32]]:
