@@ -164,6 +164,10 @@ def _scratch_buffers() -> tuple[NDArray[np.uint16], NDArray[np.bool_]]:
     return bufs
 
 
+# Pieces under this many lanes are packed (a numpy call costs about as much as 2k lanes).
+_PACK_BELOW = 1 << 14
+
+
 def apply_keep(h: NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float) -> None:
     """h[piece.dest : piece.dest + piece.count] *= keep decisions, in place, block by block.
 
@@ -191,7 +195,7 @@ def apply_keep(h: NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float
         if filled and (dest != start + filled or filled + n > len(lane_buf)):
             flush(start, lane_buf[:filled])
             filled = 0
-        if n >= len(lane_buf) // 2:  # large: no gain from packing, skip the copy
+        if n >= _PACK_BELOW:  # large enough to pay its own calls: skip the copy
             flush(dest, lanes)
             continue
         if not filled:
