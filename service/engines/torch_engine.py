@@ -295,8 +295,8 @@ class TorchEngine:
     ) -> torch.Tensor:
         """Replicate each segment's rows over its samples (the first site's noise comes next).
 
-        One gather for the whole chunk: a copy per segment cost ~10 µs of Python each, which
-        for a batch of 32 one-row requests was a third of the pass.
+        One gather for the whole chunk: a copy per segment cost ~7 µs of Python each, 0.24 ms
+        of the 2.1 ms pass of 32 one-row `diabetes` requests.
         """
         index = torch.from_numpy(replication_index(chunk, jobs)).to(self.device)
         return pre.index_select(0, index)

@@ -23,7 +23,7 @@ OVERFLOW_REASON = (
 
 
 _ALL = np.logical_and.reduce
-# Field names once: dataclasses.fields() per request cost more than the checks themselves.
+# Field names once: dataclasses.fields() costs ~1.5 µs, paid by every request otherwise.
 _FIELDS = tuple(f.name for f in fields(Prediction))
 
 
