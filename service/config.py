@@ -146,13 +146,13 @@ class Settings(BaseSettings):
     def _bound_fits_a_request(self) -> Settings:
         if self.max_inflight_sample_rows < self.max_sample_rows:
             raise ValueError(
-                "max_inflight_sample_rows must be at least max_sample_rows, or the largest "
-                "allowed request could never be admitted"
+                "MCDROP_MAX_INFLIGHT_SAMPLE_ROWS must be at least MCDROP_MAX_SAMPLE_ROWS, or "
+                "the largest allowed request could never be admitted"
             )
         if self.engine_workers > 1 and self.engine != "torch":
             raise ValueError(
-                "engine_workers above 1 needs engine 'torch': each onnxruntime session already "
-                "runs one pass on every core"
+                "MCDROP_ENGINE_WORKERS above 1 needs MCDROP_ENGINE=torch: each onnxruntime "
+                "session already runs one pass on every core"
             )
         return self
 

@@ -1,4 +1,4 @@
-"""`mcdrop calibrate` and `mcdrop evaluate` end to end on the tiny fixture models."""
+"""`mcdrop calibrate`, `mcdrop evaluate` and `mcdrop serve` settings errors, on the tiny fixture models."""
 
 from __future__ import annotations
 
@@ -155,3 +155,20 @@ def test_rows_of_the_wrong_width_are_a_clear_error(
     argv = ["evaluate", str(tiny_classifier_dir), "--data", str(data), "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "expected N rows of shape [4]" in capsys.readouterr().err
+
+
+def test_serve_refuses_bad_settings_naming_the_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before anything starts: a field's problem, then a problem across two settings.
+    monkeypatch.setenv("MCDROP_ENGINE_WORKERS", "0")
+    assert main(["serve"]) == 2
+    assert "MCDROP_ENGINE_WORKERS: Input should be greater than or equal to 1" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.setenv("MCDROP_ENGINE_WORKERS", "2")
+    monkeypatch.setenv("MCDROP_ENGINE", "onnx")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings: MCDROP_ENGINE_WORKERS above 1 needs MCDROP_ENGINE=torch" in err
+    assert "MCDROP_:" not in err

@@ -36,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as e:
+        # A check across several settings has no single field: its message names them.
         problems = "; ".join(
             f"MCDROP_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else str(err["msg"]).removeprefix("Value error, ")
             for err in e.errors()
         )
         raise ValueError(f"invalid settings: {problems}") from None
