@@ -169,7 +169,9 @@ async def test_draining_server_refuses_work_and_is_not_ready(serving_dir: Path) 
 
 
 def test_inflight_bound_below_the_request_cap_is_refused(serving_dir: Path) -> None:
-    with pytest.raises(ValueError, match="max_inflight_sample_rows"):
+    with pytest.raises(
+        ValueError, match="MCDROP_MAX_INFLIGHT_SAMPLE_ROWS must be at least MCDROP_MAX_SAMPLE_ROWS"
+    ):
         settings_for(serving_dir, max_sample_rows=1000, max_inflight_sample_rows=999)
 
 
