@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from scipy import stats
 
@@ -26,14 +28,11 @@ def risk_coverage_plot(scored: list[Scored], path: Path) -> None:
             risk = np.sqrt(rc.risk) if s.task == "regression" else rc.risk
             style = "-" if s.method == "mc_dropout" else "--"
             ax.plot(rc.coverage, risk, style, label=f"{s.method}: {metric}", lw=1.4)
-    ax.set_xlabel("coverage (fraction retained)")
-    ax.set_ylabel("retained RMSE" if scored[0].task == "regression" else "retained error rate")
-    ax.set_title("Risk-coverage: refer the most uncertain first")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    ylabel = "retained RMSE" if scored[0].task == "regression" else "retained error rate"
+    _label(
+        ax, "coverage (fraction retained)", ylabel, "Risk-coverage: refer the most uncertain first"
+    )
+    _save(fig, path)
 
 
 def reliability_plot(
@@ -64,14 +63,13 @@ def reliability_plot(
             inside = [float(np.mean(z <= stats.norm.ppf(0.5 + p / 2))) for p in ps]
             ax.plot(ps, inside, "o-", ms=3, label=s.method)
     regression = scored[0].task == "regression"
-    ax.set_xlabel("nominal interval probability" if regression else "confidence (max probability)")
-    ax.set_ylabel("empirical coverage" if regression else "accuracy")
-    ax.set_title("Reliability diagram")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _label(
+        ax,
+        "nominal interval probability" if regression else "confidence (max probability)",
+        "empirical coverage" if regression else "accuracy",
+        "Reliability diagram",
+    )
+    _save(fig, path)
 
 
 def uncertainty_histograms(s: Scored, path: Path) -> None:
@@ -92,6 +90,18 @@ def uncertainty_histograms(s: Scored, path: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.suptitle(f"{s.method}: uncertainty of correct vs wrong predictions", fontsize=10)
+    _save(fig, path)
+
+
+def _label(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
+    plt.close(fig)  # pyplot keeps every open figure alive otherwise

@@ -164,10 +164,6 @@ def _scratch_buffers() -> tuple[NDArray[np.uint16], NDArray[np.bool_]]:
     return bufs
 
 
-# Pieces under this many lanes are packed (a numpy call costs about as much as 2k lanes).
-_PACK_BELOW = 1 << 14
-
-
 def apply_keep(h: NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float) -> None:
     """h[piece.dest : piece.dest + piece.count] *= keep decisions, in place, block by block.
 
@@ -196,7 +192,7 @@ def apply_keep(h: NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float
         if filled and (dest != start + filled or filled + n > len(lane_buf)):
             flush(start, lane_buf[:filled])
             filled = 0
-        if n >= _PACK_BELOW:  # large enough to pay its own calls: skip the copy
+        if n >= _PIECE_COST_LANES:  # large enough to pay its own calls: skip the copy
             flush(dest, lanes)
             continue
         if not filled:
@@ -264,7 +260,7 @@ class MaskFiller:
         if (
             self._pool is None
             or lanes < _MIN_PARALLEL_LANES
-            or lanes < _MIN_PIECE_LANES * len(pieces)
+            or lanes < _PIECE_COST_LANES * len(pieces)
         ):
             work(target, pieces, keep_prob)
             return
@@ -277,6 +273,7 @@ class MaskFiller:
 
 # Below this many lanes (~100 µs of work) a thread hand-off costs more than it saves.
 _MIN_PARALLEL_LANES = 1 << 17
-# Splitting pays only when the pieces are, on average, larger than this (~10 µs of numpy work
-# each, about twice the Python cost of a piece).
-_MIN_PIECE_LANES = 1 << 14
+# A piece costs a few microseconds of Python (seeding its stream, slicing, numpy calls) before
+# its lanes; this many lanes is about three times that. Smaller pieces are packed into shared
+# blocks (apply_keep), and a split over threads pays only when pieces average at least this.
+_PIECE_COST_LANES = 1 << 14
