@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TunedConfig(
             budget=budget, batch_size=args.batch_size, test_samples=args.test_samples,
             seed=args.seed, baseline=args.baseline, epochs=args.epochs,
+            min_steps=0 if args.quick else TunedConfig.min_steps,
         )  # fmt: skip
         if args.out == DEFAULT_OUT:
             args.out = (

@@ -41,15 +41,22 @@ def register(sub: Any) -> None:
                    "and 100%% of the target's std); it widens when an edge wins")  # fmt: skip
     p.add_argument("--val-samples", type=int, default=200, help="MC passes per validation score")
     p.add_argument("--checkpoints", type=int, default=8, help="validation points over the epochs")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (stacks of small networks run best on one)")  # fmt: skip
     p.add_argument("--refit", action="store_true",
                    help="train the chosen settings again on all rows (tau as validated)")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from service.data import read_dataset
     from service.tuning.tune import TuneConfig, summary, tune
 
+    if args.threads < 1:
+        raise ValueError("--threads must be at least 1")
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     ds = read_dataset(args.data, args.target)
     cfg = TuneConfig(

@@ -3,7 +3,7 @@
 Per split, the first 80% of the training rows fit the candidates and the last 20% judge them (as
 the grid protocol). The dropout grid starts at dropout_rates.txt and the tau bracket at the range
 of tau_values.txt; both move out when an edge wins. The epoch count is chosen by early stopping
-within 10 x n_epochs (the 10x column's length). The choice is refitted on all training rows for
+within 10 x n_epochs (the 10x column's length) or 10,000 Adam steps, whichever is longer. The choice is refitted on all training rows for
 the chosen epochs, with the validated tau, and tested with T = 10,000 passes. Test rows are read
 only after every choice is made.
 
@@ -12,6 +12,7 @@ With baseline "ensemble", each split also gets a deep ensemble (ensemble.py) on 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -30,7 +31,10 @@ from service.uci.protocol import score, standardise, summarise
 class TunedConfig:
     budget: int = 8  # networks trained per split in the search
     per_round: int = 2
-    epoch_multiplier: int = 10  # the cap: n_epochs x this
+    epoch_multiplier: int = 10  # the cap: n_epochs x this ...
+    # ... or enough epochs for this many Adam steps, if more: 10 x 40 epochs of yacht's 7
+    # minibatches stop far from convergence (the search's best epoch sat at the cap).
+    min_steps: int = 10_000
     checkpoints: int = 8
     val_fraction: float = 0.2
     val_samples: int = 200
@@ -47,6 +51,8 @@ class TunedConfig:
 
 def search_config(ds: UciDataset, cfg: TunedConfig) -> SearchConfig:
     epochs = (cfg.epochs if cfg.epochs is not None else ds.n_epochs) * cfg.epoch_multiplier
+    n_fit = int((1 - cfg.val_fraction) * len(ds.train_splits[0]))
+    epochs = max(epochs, math.ceil(cfg.min_steps / math.ceil(n_fit / cfg.batch_size)))
     return SearchConfig(
         dropout_start=tuple(ds.dropout_rates), dropout_axis=Axis(1e-3, 0.5), budget=cfg.budget,
         per_round=cfg.per_round, epochs=epochs, early_stopping=True,
