@@ -68,14 +68,16 @@ def test_the_folder_loads_and_serves_with_the_chosen_settings(tmp_path: Path) ->
     assert all(math.isfinite(p["val_log_likelihood"]) for p in trace["search"]["points"])
     model = load_model(tmp_path / "m", device="cpu")
     assert model.manifest.dropout.hidden_rate == trace["search"]["chosen"]["dropout"]
-    # The served network is the searched one: its deterministic pass matches the stack's.
+    # The served network is the searched one: its weight-scaled pass (dropout off, weights as
+    # trained: inverted dropout scales only the kept units) is relu(x W1 + b1) W2 + b2.
     stack = result.outcome.chosen.model
     assert stack is not None
     sc = Scaling.of(*(np.asarray(a)[validation_split(300, cfg.val_fraction, 0)[0]]
                       for a in (ds.x, ds.y)))  # fmt: skip
     x = ds.x[:5]
     with torch.no_grad():
-        want = stack.forward(torch.from_numpy(sc.x(x))[None], None, None)[0, :, 0].numpy()
+        h = torch.relu(torch.from_numpy(sc.x(x)) @ stack.w1[0] + stack.b1[0])
+        want = (h @ stack.w2[0] + stack.b2[0])[:, 0].numpy()
     got = model.predict_standard(x)[:, 0]
     np.testing.assert_allclose(got, want * sc.y_std + sc.y_mean, rtol=1e-4, atol=1e-4)
 
