@@ -56,7 +56,11 @@ def run_benchmark(
     def write(final: bool) -> dict[str, Any]:
         results = [by_name[n] for n in datasets if n in by_name]
         tuned = isinstance(cfg, TunedConfig)
-        verdicts = {r["dataset"]: tuned_report.compare(r["dataset"], r["summary"]) for r in results}
+        verdicts = (
+            {r["dataset"]: tuned_report.compare(r["dataset"], r["summary"]) for r in results}
+            if tuned
+            else {}
+        )
         report = {
             "benchmark": "UCI regression, MC dropout, "
             + (
