@@ -4,8 +4,8 @@ A command starts at a line beginning with `$ ` and runs on while its shell synta
 (a line ending in a backslash, or a quote still open); the lines after it, up to the next `$ `
 line, are its documented output (stdout and stderr together, as a terminal shows them). The
 commands run from the repository root with the test environment's `mcdrop` and `python` first
-on PATH, and `localhost:8000` (the address `make serve` listens on) pointing at a server the
-tests started on the shipped models.
+on PATH, and `localhost:8000` or `127.0.0.1:8000` (where `make serve` listens) pointing at a
+server the tests started on the shipped models.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tests.docs.markdown import Block, blocks
 from tests.docs.pycon import FLAGS
 
 SERVE_ADDRESS = "localhost:8000"
+SERVE_ADDRESSES = (SERVE_ADDRESS, "127.0.0.1:8000")
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,15 @@ def commands(block: Block) -> list[Command]:
 
 
 def needs_server(path: Path) -> bool:
-    return any(SERVE_ADDRESS in b.text for b in blocks(path, "console"))
+    return any(a in b.text for b in blocks(path, "console") for a in SERVE_ADDRESSES)
 
 
 def run(command: Command, server: str | None) -> str:
     shell = command.shell
-    if SERVE_ADDRESS in shell:
-        assert server is not None, f"{command.where} needs a server"
-        shell = shell.replace(SERVE_ADDRESS, server.removeprefix("http://"))
+    for address in SERVE_ADDRESSES:
+        if address in shell:
+            assert server is not None, f"{command.where} needs a server"
+            shell = shell.replace(address, server.removeprefix("http://"))
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     repo = Path(__file__).resolve().parents[2]
