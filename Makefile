@@ -21,12 +21,13 @@ serve: install
 	$(BIN)/mcdrop serve
 
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov=service --cov-report=term:skip-covered
 
 lint: install
 	$(BIN)/ruff check service tests bench scripts
 	$(BIN)/ruff format --check service tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 format: install
