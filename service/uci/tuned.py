@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from service.tuning.search import Axis
-from service.tuning.stacked_search import Problem, SearchConfig, refit, search
+from service.tuning.stacked_search import Problem, SearchConfig, concat, refit, search
 from service.uci.data import UciDataset
 from service.uci.ensemble import EnsembleConfig, run_ensemble
 from service.uci.protocol import score, standardise, summarise
@@ -63,7 +63,7 @@ def search_config(ds: UciDataset, cfg: TunedConfig) -> SearchConfig:
 
 def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
-    scfg = replace(search_config(ds, cfg), seed=cfg.seed)
+    scfg = search_config(ds, cfg)
     sizes = {len(tr) for tr in ds.train_splits}
     if len(sizes) != 1:
         raise ValueError(f"{ds.name}: splits of unequal size {sorted(sizes)} cannot share a stack")
@@ -98,8 +98,6 @@ def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
         )  # fmt: skip
         norms = fulls
     else:
-        from service.tuning.stacked_search import concat
-
         final = concat([o.chosen.model for o in outcomes if o.chosen.model is not None])
         norms = fits
     t_refit = time.perf_counter() - t0
