@@ -30,7 +30,9 @@ _CACHE_CHUNK_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
-class _OnnxSite:
+class OnnxSite:
+    """A mask input `mask_{site}` of shape (rows, *shape), 0/1 or Gaussian noise."""
+
     site: int
     keep_prob: float
     noise: str
@@ -41,7 +43,7 @@ class _OnnxSite:
         return int(np.prod(self.shape))
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
@@ -50,7 +52,7 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     return opts
 
 
-def _first_line(e: Exception, limit: int = 200) -> str:
+def first_line(e: Exception, limit: int = 200) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:limit]
 
@@ -79,21 +81,47 @@ class OnnxEngine:
         # files, so a graph whose tensors point elsewhere ("../../secret") fails to load.
         try:
             self._session = ort.InferenceSession(
-                path.read_bytes(), _session_options(threads), providers=["CPUExecutionProvider"]
+                path.read_bytes(), session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as e:  # truncated or corrupt graph, external data, unknown operator
-            raise ArtifactError(f"{path}: not a loadable ONNX graph ({_first_line(e)})") from e
+            raise ArtifactError(f"{path}: not a loadable ONNX graph ({first_line(e)})") from e
         meta = self._session.get_modelmeta().custom_metadata_map
         if meta.get("mcdrop.weights_sha256") != manifest.weights.sha256:
             raise ArtifactError(
                 f"{path}: exported from other weights than the manifest's; "
                 f"re-run `mcdrop export-onnx {folder}`"
             )
-        self._sites = [
-            _OnnxSite(k, s["keep_prob"], s["noise"], tuple(s["shape"]))
+        sites = [
+            OnnxSite(k, s["keep_prob"], s["noise"], tuple(s["shape"]))
             for k, s in enumerate(json.loads(meta["mcdrop.sites"]))
         ]
-        bytes_per_row = int(meta["mcdrop.bytes_per_row"])
+        self._start(sites, int(meta["mcdrop.bytes_per_row"]), max_activation_mb, threads)
+
+    @classmethod
+    def from_session(
+        cls,
+        session: ort.InferenceSession,
+        sites: list[OnnxSite],
+        bytes_per_row: int,
+        max_activation_mb: float = 256.0,
+        threads: int | None = None,
+    ) -> OnnxEngine:
+        """An engine over a session already built and checked (an imported graph's folder)."""
+        engine = cls.__new__(cls)
+        engine._session = session
+        if "CUDAExecutionProvider" in session.get_providers():
+            engine.device = "cuda"
+        engine._start(sites, bytes_per_row, max_activation_mb, threads)
+        return engine
+
+    def _start(
+        self,
+        sites: list[OnnxSite],
+        bytes_per_row: int,
+        max_activation_mb: float,
+        threads: int | None,
+    ) -> None:
+        self._sites = sites
         # Masks are float32 here (4 bytes, where the torch engine holds 1-byte keep masks).
         bytes_per_row += 3 * sum(s.elements for s in self._sites)
         budget_rows = int(max_activation_mb * 2**20 // bytes_per_row)
@@ -125,7 +153,7 @@ class OnnxEngine:
         return outputs
 
     def _draw(
-        self, site: _OnnxSite, chunk: list[Segment], jobs: list[SampleJob], rows: int
+        self, site: OnnxSite, chunk: list[Segment], jobs: list[SampleJob], rows: int
     ) -> NDArray[np.float32]:
         pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
         if site.noise == "bernoulli":
