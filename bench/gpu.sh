@@ -56,3 +56,5 @@ for precision in ("float32", "tf32", "bf16"):
               f"chain {chain*1e3:8.2f} ms {tf(chain):7.2f} TFLOP/s | ratio {mc/chain:.2f}")
     torch.backends.cuda.matmul.allow_tf32 = False
 PY
+# Graph models (package_torch / import-onnx) run on onnxruntime's CUDA provider when installed.
+timeout 300 "$PY" bench/gpu_byom.py

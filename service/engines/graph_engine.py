@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
@@ -90,10 +91,14 @@ def load_graph_engine(
     assert isinstance(arch, GraphArchitecture)
     providers = providers_for(device)
     model = read_served_graph(folder, manifest)
+    head, tail = split_prefix(model)
     try:
-        session = ort.InferenceSession(
-            model.SerializeToString(), session_options(threads), providers=providers
-        )
+        opts = session_options(threads)
+        prefix = None
+        if head is not None:
+            prefix = ort.InferenceSession(head.SerializeToString(), opts, providers=providers)
+            tail = typed_inputs(tail, prefix, arch.input_shape)
+        session = ort.InferenceSession(tail.SerializeToString(), opts, providers=providers)
     except Exception as e:  # unknown operator, a provider that fails to start
         raise ArtifactError(f"{folder}: the graph does not load ({first_line(e)})") from e
     sites = [
@@ -103,7 +108,79 @@ def load_graph_engine(
         if s.input != f"mask_{k}":
             raise ArtifactError(f"{folder}: site {k} must feed input 'mask_{k}', not '{s.input}'")
     bytes_per_row = max(arch.bytes_per_row, 4 * max(math.prod(s.shape) for s in arch.sites))
-    return OnnxEngine.from_session(session, sites, bytes_per_row, max_activation_mb, threads)
+    return OnnxEngine.from_session(
+        session, sites, bytes_per_row, max_activation_mb, threads, prefix=prefix
+    )
+
+
+def _closure(
+    nodes: list[onnx.NodeProto], wanted: list[str], stop: set[str]
+) -> list[onnx.NodeProto]:
+    """The nodes computing `wanted` from `stop` (and constants), in graph order."""
+    producer = {o: n for n in nodes for o in n.output if o}
+    keep: set[int] = set()
+    todo = [t for t in wanted if t not in stop]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or id(node) in keep:
+            continue
+        keep.add(id(node))
+        todo.extend(i for i in node.input if i and i not in stop)
+    return [n for n in nodes if id(n) in keep]
+
+
+def _model(
+    src: onnx.ModelProto,
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+) -> onnx.ModelProto:
+    used = {i for n in nodes for i in n.input}
+    inits = [t for t in src.graph.initializer if t.name in used]
+    graph = onnx.helper.make_graph(nodes, src.graph.name, inputs, outputs, inits)
+    out = onnx.helper.make_model(graph, opset_imports=list(src.opset_import))
+    out.ir_version = src.ir_version
+    return out
+
+
+def split_prefix(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.ModelProto]:
+    """Cut the graph at its row replication: (prefix x -> replicated tensors, the rest).
+
+    The tensors a `Gather(t, rows)` replicates are the prefix's outputs and the rest's inputs;
+    None when nothing but x itself is replicated (no layer before the first site).
+    """
+    g = model.graph
+    nodes = list(g.node)
+    boundary = [
+        n.input[0] for n in nodes if n.op_type == "Gather" and list(n.input[1:]) == ["rows"]
+    ]
+    computed = [t for t in dict.fromkeys(boundary) if t != "x"]
+    if not computed:
+        return None, model
+    by_name = {i.name: i for i in g.input}
+    head_nodes = _closure(nodes, computed, {"x"})
+    outs = [onnx.ValueInfoProto(name=t) for t in computed]
+    head = _model(model, head_nodes, [by_name["x"]], outs)
+    stop = {"rows", "x", *computed, *(i.name for i in g.input)}
+    tail_nodes = _closure(nodes, [o.name for o in g.output], stop)
+    read = {i for n in tail_nodes for i in n.input}
+    fed = [onnx.ValueInfoProto(name=t) for t in computed]
+    inputs = [*fed, *(i for i in g.input if i.name in read)]
+    return head, _model(model, tail_nodes, inputs, list(g.output))
+
+
+def typed_inputs(
+    tail: onnx.ModelProto, prefix: ort.InferenceSession, input_shape: list[int]
+) -> onnx.ModelProto:
+    """Give the rest's inputs from the prefix their element types, read from one prefix run."""
+    names = [o.name for o in prefix.get_outputs()]
+    probe = np.zeros((1, *input_shape), np.float32)
+    values = dict(zip(names, prefix.run(names, {"x": probe}), strict=True))
+    for i in tail.graph.input:
+        if i.name in values:
+            elem = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(values[i.name]).dtype)
+            i.CopyFrom(onnx.helper.make_tensor_value_info(i.name, elem, None))
+    return tail
 
 
 __all__ = ["load_graph_engine", "providers_for", "read_served_graph"]

@@ -189,11 +189,21 @@ def _with_masks(
     served: list[SiteSpec] = []
     redirect: dict[str, str] = {}
 
+    readers: dict[str, list[NodeProto]] = {}
+    for node in m.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    outputs = {o.name for o in m.graph.output}
+    weights = {t.name: t for t in m.graph.initializer}
+
     def masked(tensor: str, out: str, s: SiteSpec) -> None:
         k = len(served)
-        inv = _const(inits, f"mcdrop/inv_keep_{k}", 1.0 / s.keep_prob)
-        nodes.append(_mul_like("Mul", [f"mask_{k}", inv], f"mcdrop/mask_{k}_scaled", opset))
-        nodes.append(helper.make_node("Mul", [tensor, f"mcdrop/mask_{k}_scaled"], [out]))
+        if _fold_scale(readers.get(out, []), out, 1.0 / s.keep_prob, weights, readers, outputs):
+            nodes.append(helper.make_node("Mul", [tensor, f"mask_{k}"], [out]))
+        else:
+            inv = _const(inits, f"mcdrop/inv_keep_{k}", 1.0 / s.keep_prob)
+            nodes.append(_mul_like("Mul", [f"mask_{k}", inv], f"mcdrop/mask_{k}_scaled", opset))
+            nodes.append(helper.make_node("Mul", [tensor, f"mcdrop/mask_{k}_scaled"], [out]))
         served.append(SiteSpec(tensor, out, s.keep_prob, s.kind, s.source, s.node, s.shape))
 
     def extra_after(tensor: str) -> None:
@@ -217,6 +227,37 @@ def _with_masks(
     for o in m.graph.output:
         o.name = redirect.get(o.name, o.name)
     return nodes, inits, served
+
+
+def _fold_scale(
+    consumers: list[NodeProto],
+    tensor: str,
+    scale: float,
+    weights: dict[str, TensorProto],
+    readers: dict[str, list[NodeProto]],
+    outputs: set[str],
+) -> bool:
+    """Fold inverted dropout's 1/keep into the one linear layer reading the site, as the
+    built-in engines do, so a pass spends no multiply on scaling masks. True when folded."""
+    if len(consumers) != 1 or tensor in outputs:
+        return False
+    node = consumers[0]
+    if list(node.input).count(tensor) != 1 or node.input[0] != tensor:
+        return False
+    if node.op_type == "Gemm":  # alpha * A @ B + beta * C: scale alpha
+        alpha = next((a for a in node.attribute if a.name == "alpha"), None)
+        if alpha is None:
+            node.attribute.append(helper.make_attribute("alpha", scale))
+        else:
+            alpha.f *= scale
+        return True
+    if node.op_type not in ("MatMul", "Conv") or len(node.input) < 2:
+        return False
+    w = weights.get(node.input[1])
+    if w is None or w.data_type != TensorProto.FLOAT or len(readers.get(w.name, [])) != 1:
+        return False
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * np.float32(scale), w.name))
+    return True
 
 
 def _downstream(nodes: list[onnx.NodeProto], sources: set[str]) -> set[str]:

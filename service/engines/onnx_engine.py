@@ -97,6 +97,12 @@ class OnnxEngine:
         ]
         self._start(sites, int(meta["mcdrop.bytes_per_row"]), max_activation_mb, threads)
 
+    # A graph may run its deterministic prefix as a session of its own: once per batch of
+    # requests, where inside the graph it would run again for every chunk.
+    _prefix: ort.InferenceSession | None = None
+    _prefix_outputs: tuple[str, ...] = ()
+    _suffix_takes_x = True
+
     @classmethod
     def from_session(
         cls,
@@ -105,10 +111,19 @@ class OnnxEngine:
         bytes_per_row: int,
         max_activation_mb: float = 256.0,
         threads: int | None = None,
+        prefix: ort.InferenceSession | None = None,
     ) -> OnnxEngine:
-        """An engine over a session already built and checked (an imported graph's folder)."""
+        """An engine over sessions already built and checked (an imported graph's folder).
+
+        With `prefix`, `session` takes the prefix's outputs (and `x` if it lists it) in place
+        of the layers before the first dropout site.
+        """
         engine = cls.__new__(cls)
         engine._session = session
+        if prefix is not None:
+            engine._prefix = prefix
+            engine._prefix_outputs = tuple(o.name for o in prefix.get_outputs())
+            engine._suffix_takes_x = "x" in {i.name for i in session.get_inputs()}
         if "CUDAExecutionProvider" in session.get_providers():
             engine.device = "cuda"
         engine._start(sites, bytes_per_row, max_activation_mb, threads)
@@ -134,8 +149,19 @@ class OnnxEngine:
         self.max_rows = max(1, min(budget_rows, cache_rows))
         self._filler = masks.MaskFiller(threads or os.cpu_count() or 1)
 
+    def _per_row(self, x: NDArray[np.float32]) -> dict[str, NDArray[np.generic]]:
+        """The graph's inputs that hold one row per input row: x, or the prefix's outputs."""
+        if self._prefix is None:
+            return {"x": x}
+        values = self._prefix.run(list(self._prefix_outputs), {"x": x})
+        feed: dict[str, NDArray[np.generic]] = dict(zip(self._prefix_outputs, values, strict=True))
+        if self._suffix_takes_x:
+            feed["x"] = x
+        return feed
+
     def sample_many(self, jobs: list[SampleJob]) -> list[NDArray[np.float32]]:
         x = np.ascontiguousarray(np.concatenate([j.x for j in jobs]), dtype=np.float32)
+        per_row = self._per_row(x)
         first_row = np.cumsum([0] + [j.rows for j in jobs])
         outputs: list[NDArray[np.float32]] = []
         for chunk in plan_chunks([(j.rows, j.samples) for j in jobs], self.max_rows):
@@ -145,7 +171,7 @@ class OnnxEngine:
                     for s in chunk
                 ]
             ).astype(np.int64)
-            feed: dict[str, NDArray[np.generic]] = {"x": x, "rows": rows}
+            feed: dict[str, NDArray[np.generic]] = {**per_row, "rows": rows}
             for site in self._sites:
                 feed[f"mask_{site.site}"] = self._draw(site, chunk, jobs, len(rows))
             y = self._session.run(["y"], feed)[0]
@@ -189,7 +215,7 @@ class OnnxEngine:
         """Weight scaling: every mask at its mean (keep_prob, since 1/keep is folded; or 1)."""
         n = x.shape[0]
         feed: dict[str, NDArray[np.generic]] = {
-            "x": np.ascontiguousarray(x, dtype=np.float32),
+            **self._per_row(np.ascontiguousarray(x, dtype=np.float32)),
             "rows": np.arange(n, dtype=np.int64),
         }
         for site in self._sites:

@@ -13,6 +13,7 @@ from onnx.external_data_helper import set_external_data
 
 from service.cli import main
 from service.engines.base import SampleJob
+from service.engines.graph_engine import read_served_graph, split_prefix
 from service.engines.graph_sites import ImportRefused
 from service.errors import ArtifactError
 from service.model import load_model
@@ -59,15 +60,20 @@ def test_same_seed_same_answer_and_batched_equals_alone(tmp_path: Path) -> None:
     assert not np.array_equal(alone, engine.sample_many([SampleJob(x, 50, 8)])[0])
 
 
-def test_backbone_runs_once_per_row(tmp_path: Path) -> None:
-    """The split puts everything before the first site in front of the row replication."""
+def test_backbone_runs_once_per_row_and_chunks_change_nothing(tmp_path: Path) -> None:
+    """Layers before the first site form a prefix run once per batch, outside the chunks."""
     out = import_onnx(dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g",
                       task="classification")  # fmt: skip
-    g = onnx.load(str(out / "graph.onnx"))
-    ops = [n.op_type for n in g.graph.node]
-    assert ops.index("Gather") > ops.index("MatMul")  # fc1 runs on R rows, before the Gather
-    fc1 = next(n for n in g.graph.node if n.op_type == "MatMul")
-    assert "x" in fc1.input or fc1.input[0] == "g/inp"
+    model = load_model(out, device="cpu")
+    head, tail = split_prefix(read_served_graph(out, model.manifest))
+    assert head is not None
+    assert [n.op_type for n in head.graph.node] == ["Identity", "MatMul", "Relu"]
+    assert "MatMul" in [n.op_type for n in tail.graph.node]  # fc2 only
+    assert [n.op_type for n in tail.graph.node].count("MatMul") == 1
+    x = _rows()
+    whole = model.engine.sample_many([SampleJob(x, 40, 3)])[0]
+    model.engine.max_rows = 7  # type: ignore[attr-defined]  # force many small chunks
+    np.testing.assert_array_equal(model.engine.sample_many([SampleJob(x, 40, 3)])[0], whole)
 
 
 def test_site_option_adds_dropout_after_a_tensor(tmp_path: Path) -> None:
