@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from service import uncertainty as U
 from service.artifact import (
@@ -245,10 +244,6 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
         return
     os.replace(tmp, out)
-
-
-def as_float_rows(x: Any) -> NDArray[np.float32]:
-    return np.ascontiguousarray(np.asarray(x, np.float32))
 
 
 __all__ = ["fit_tau", "fit_tau_in_folder", "import_onnx", "write_graph_folder"]

@@ -2,8 +2,9 @@
 
 The served form is the built-in export's (onnx_export.py): inputs `x` (R rows), `rows` (M int64
 indices) and one float 0/1 mask `mask_k` per dropout site, of shape (M, *site shape); output
-`y` (M, D). Each site multiplies its activation by mask_k / keep (inverted dropout), so a mask
-of all `keep` gives the eval-mode network back.
+`y` (M, D). Each site multiplies its activation by mask_k, and inverted dropout's 1/keep is
+folded into the one linear layer that reads the site (or applied to the mask when there is
+none), so a mask of all `keep` gives the eval-mode network back.
 
 The split: nodes that depend on no mask form the deterministic prefix and run once per input
 row. Wherever the stochastic part reads a prefix tensor that carries rows, a Gather by `rows`

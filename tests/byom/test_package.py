@@ -147,3 +147,14 @@ def test_folder_holds_no_pickle(tmp_path: Path) -> None:
         "model.json",
         "weights.safetensors",
     ]
+
+
+def test_probability_outputs_are_served_as_given(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(Q, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3),
+                           nn.Softmax(dim=1))  # fmt: skip
+    x = torch.randn(3, Q)
+    out = package_torch(module, x, tmp_path / "p", task="classification", outputs="probabilities")
+    pred = load_model(out).predict(x.numpy(), samples=T, seed=0, return_samples=True)
+    assert pred.raw_samples is not None  # probabilities per sample, after the summary's softmax
+    assert_same_mc(pred.raw_samples, module_mc_samples(module, x, T, seed=1))
