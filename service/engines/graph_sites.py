@@ -40,7 +40,8 @@ CONTROL_FLOW_OPS = {"Loop", "Scan", "If"}
 TORCH_ARCHIVE_SUFFIXES = {".pt2", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"}
 HOW_TO_KEEP_DROPOUT = (
     "export it with its dropout kept: `from service import package_torch` (captures nn.Dropout* "
-    "and F.dropout), or torch.onnx.export(..., training=torch.onnx.TrainingMode.TRAINING); or "
+    "and F.dropout), or, for a network without BatchNorm, torch.onnx.export(..., "
+    "training=torch.onnx.TrainingMode.TRAINING); or "
     "name the tensors a dropout followed in training with --site TENSOR=RATE"
 )
 
@@ -122,6 +123,12 @@ def check_graph(model: onnx.ModelProto) -> str:
                 f"node '{node.name or node.op_type}' ({node.op_type}) draws unseeded random "
                 "numbers; mcdrop draws every mask itself so that a seed reproduces an answer"
             )
+        if node.op_type == "BatchNormalization" and _batch_statistics(node):
+            raise ImportRefused(
+                f"node '{node.name or node.output[0]}' is a BatchNormalization in training mode "
+                "(batch statistics): every prediction would depend on the rest of its batch. "
+                "Export with BatchNorm in eval mode, e.g. with package_torch"
+            )
         if node.op_type in CONTROL_FLOW_OPS:
             raise ImportRefused(
                 f"node '{node.name or node.op_type}' is a {node.op_type}: control flow (a loop "
@@ -153,6 +160,12 @@ def check_graph(model: onnx.ModelProto) -> str:
                 "only the batch dimension may be dynamic"
             )
     return str(x.name)
+
+
+def _batch_statistics(node: onnx.NodeProto) -> bool:
+    """True for a BatchNormalization normalising by its batch (training mode)."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return bool(attrs.get("training_mode", 0)) or sum(1 for o in node.output if o) > 1
 
 
 def pick_output(model: onnx.ModelProto, name: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,13 @@ import onnx
 import pytest
 import torch
 from onnx.external_data_helper import set_external_data
+from torch import nn
 
 from service.cli import main
 from service.engines.base import SampleJob
 from service.engines.graph_engine import read_served_graph, split_prefix
 from service.engines.graph_sites import ImportRefused
+from service.engines.torch_package import module_mc_samples
 from service.errors import ArtifactError
 from service.model import load_model
 from service.packaging import import_onnx
@@ -181,3 +184,30 @@ def test_torch_engine_setting_picks_the_engine_the_folder_names(tmp_path: Path) 
     model = load_model(out, engine="torch", device="cpu")
     assert model.engine.name == "onnx"
     assert model.manifest.architecture.engines == ["onnx"]  # type: ignore[union-attr]
+
+
+def test_torch_export_in_training_mode_imports_faithfully(tmp_path: Path) -> None:
+    """The export the refusal message suggests: Dropout nodes with training_mode set."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(Q, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, D))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(2, Q),), str(tmp_path / "t.onnx"), dynamo=False,
+                          training=torch.onnx.TrainingMode.TRAINING, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}}, do_constant_folding=False)  # fmt: skip
+    out = import_onnx(tmp_path / "t.onnx", tmp_path / "m" / "t", task="classification")
+    x = torch.from_numpy(_rows())
+    served = load_model(out).engine.sample_many([SampleJob(x.numpy(), T, 0)])[0]
+    assert_same_mc(served, module_mc_samples(net, x, T, seed=1))
+
+
+def test_batchnorm_in_training_mode_is_refused(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Linear(Q, 8), nn.BatchNorm1d(8), nn.Dropout(0.3), nn.Linear(8, D))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(4, Q),), str(tmp_path / "t.onnx"), dynamo=False,
+                          training=torch.onnx.TrainingMode.TRAINING, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}}, do_constant_folding=False)  # fmt: skip
+    with pytest.raises(ImportRefused, match="BatchNormalization in training mode"):
+        import_onnx(tmp_path / "t.onnx", tmp_path / "m" / "t", task="classification")
+    _nothing_left(tmp_path / "m")
