@@ -20,7 +20,7 @@ from service.engines.graph_sites import ImportRefused
 from service.engines.torch_package import module_mc_samples
 from service.errors import ArtifactError
 from service.model import load_model
-from service.packaging import import_onnx
+from service.packaging import fit_tau_in_folder, import_onnx
 from tests.byom.graphs import D, Q, assert_same_mc, dropout_graph, graph_reference
 
 T = 4000
@@ -110,6 +110,11 @@ def test_regression_without_tau_fits_it_on_heldout(tmp_path: Path) -> None:
         assert m.training["tau_source"] == "validation_ml"
         taus.append(m.tau)
     assert taus[0] > 5 * taus[1]
+    # Refitting an existing folder in place follows the same rule on the same rows.
+    folder = import_onnx(src, tmp_path / "refit", task="regression", tau=1.0)
+    y = base + 0.1 * np.random.default_rng(0).standard_normal(base.shape)
+    assert fit_tau_in_folder(folder, x, y) == pytest.approx(taus[0], rel=1e-9)
+    assert load_model(folder).manifest.tau == pytest.approx(taus[0], rel=1e-9)
 
 
 @pytest.mark.parametrize(
