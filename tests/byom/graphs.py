@@ -136,6 +136,25 @@ class ResNet(nn.Module):
         return out
 
 
+class ShapeFromPrefix(nn.Module):
+    """Reshapes after the dropout with a size read before it: that size must follow the T*N
+    replicated rows, not the N input rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.drop, self.fc = (
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.Dropout(0.3),
+            nn.Linear(108, D),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv(x))
+        rows = h.size(0)
+        out: torch.Tensor = self.fc(self.drop(h).reshape(rows, -1))
+        return out
+
+
 def with_running_stats(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm running statistics far from a batch's own, as after training."""
     g = torch.Generator().manual_seed(seed)

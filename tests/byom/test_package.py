@@ -20,6 +20,7 @@ from tests.byom.graphs import (
     FunctionalMLP,
     Q,
     ResNet,
+    ShapeFromPrefix,
     assert_same_mc,
     with_running_stats,
 )
@@ -31,10 +32,12 @@ def _module(kind: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     if kind == "resnet":
         return with_running_stats(ResNet()), torch.randn(3, 1, 6, 6)
+    if kind == "shape":
+        return ShapeFromPrefix(), torch.randn(3, 1, 6, 6)
     return (MLP() if kind == "mlp" else FunctionalMLP()), torch.randn(3, Q)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "functional", "resnet"])
+@pytest.mark.parametrize("kind", ["mlp", "functional", "resnet", "shape"])
 def test_served_mc_equals_the_modules_own(tmp_path: Path, kind: str) -> None:
     module, x = _module(kind)
     out = package_torch(module, x, tmp_path / kind, task="classification")
