@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import numpy as np
 
 from service import uncertainty as U
 from service.artifact import (
+    NAME_PATTERN,
     GraphArchitecture,
     Manifest,
     Normalization,
@@ -33,7 +35,6 @@ from service.artifact import (
     write_manifest,
 )
 from service.model import MCDropoutModel, load_model
-from service.serving.names import valid_model_name
 
 Heldout = tuple[Any, Any]  # (x rows, targets or integer labels)
 Check = Callable[[MCDropoutModel], None]
@@ -146,7 +147,7 @@ def _check_arguments(
 ) -> None:
     if task not in ("regression", "classification"):
         raise ValueError(f"task: expected 'regression' or 'classification', got '{task}'")
-    if not valid_model_name(name) or not valid_model_name(out.name):
+    if not all(re.match(NAME_PATTERN, n) and ".." not in n for n in (name, out.name)):
         raise ValueError(f"'{out.name}': a model folder's name uses letters, digits, '.', '_', '-'")
     if out.exists() and not overwrite:
         raise ValueError(f"{out}: already exists (pass overwrite=True or --force to replace it)")
