@@ -186,11 +186,11 @@ def _with_masks(
         if s.node is None:
             after.setdefault(_rn(s.tensor), []).append(s)
     inits: list[TensorProto] = []
-    nodes: list[NodeProto] = [helper.make_node("Identity", ["x"], [_rn(input_name)])]
+    nodes: list[onnx.NodeProto] = [helper.make_node("Identity", ["x"], [_rn(input_name)])]
     served: list[SiteSpec] = []
     redirect: dict[str, str] = {}
 
-    readers: dict[str, list[NodeProto]] = {}
+    readers: dict[str, list[onnx.NodeProto]] = {}
     for node in m.graph.node:
         for i in node.input:
             readers.setdefault(i, []).append(node)
@@ -231,11 +231,11 @@ def _with_masks(
 
 
 def _fold_scale(
-    consumers: list[NodeProto],
+    consumers: list[onnx.NodeProto],
     tensor: str,
     scale: float,
     weights: dict[str, TensorProto],
-    readers: dict[str, list[NodeProto]],
+    readers: dict[str, list[onnx.NodeProto]],
     outputs: set[str],
 ) -> bool:
     """Fold inverted dropout's 1/keep into the one linear layer reading the site, as the
@@ -332,6 +332,5 @@ def save_graph(model: onnx.ModelProto, folder: Path) -> str:
     return sha256_file(path)
 
 
-NodeProto = onnx.NodeProto
 
 __all__ = ["GRAPH_NAME", "WEIGHT_MARK", "Rewritten", "rewrite", "save_graph", "strip_weights"]
