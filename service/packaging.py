@@ -169,7 +169,8 @@ def _check_eval_mode(model: MCDropoutModel, graph: Any, rew: Any) -> None:
     """With every mask at its mean the served graph must compute the network in eval mode."""
     import onnxruntime as ort
 
-    from service.engines.graph_sites import eval_graph, find_sites
+    from service.engines.graph_probe import eval_graph
+    from service.engines.graph_sites import find_sites
 
     reference = eval_graph(graph, find_sites(graph, {}))
     opts = ort.SessionOptions()

@@ -6,11 +6,8 @@ indices) and one float 0/1 mask `mask_k` per dropout site, of shape (M, *site sh
 folded into the one linear layer that reads the site (or applied to the mask when there is
 none), so a mask of all `keep` gives the eval-mode network back.
 
-The split: nodes that depend on no mask form the deterministic prefix and run once per input
-row. Wherever the stochastic part reads a prefix tensor that carries rows, a Gather by `rows`
-replicates it over the samples; a prefix tensor derived from the rows without carrying them
-(a Shape, say) is recomputed from the replicated tensors instead, so it sees M rows, not R.
-For a backbone followed by a dropout head, the backbone then runs once per row, not T times.
+Nodes that depend on no mask form the deterministic prefix and run once per input row, not
+T times (graph_split.py); the engine runs them as a session of their own (graph_engine.py).
 """
 
 from __future__ import annotations
@@ -24,19 +21,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from service.artifact import GraphSite, sha256_file
+from service.engines.graph_probe import Probe, probe, prune_initializers, site_shapes
 from service.engines.graph_sites import (
     HOW_TO_KEEP_DROPOUT,
     SITE_DOMAIN,
     ImportRefused,
-    Probe,
     SiteSpec,
     check_graph,
     find_sites,
     pick_output,
-    probe,
-    prune_initializers,
-    site_shapes,
 )
+from service.engines.graph_split import downstream, replicate_rows
 
 GRAPH_NAME = "graph.onnx"
 # Initializers moved to weights.safetensors keep their name, type and dims in the graph, with
@@ -104,9 +99,9 @@ def rewrite(
     nodes, inits, site_list = _with_masks(m, model, found_sites, input_name, opset)
     shapes = {_rn(k): v for k, v in found.shapes.items()}
     shapes["x"] = found.shapes[input_name]
-    nodes = _split(nodes, Probe(shapes, found.input_shape), site_list)
+    nodes = replicate_rows(nodes, Probe(shapes, found.input_shape), len(site_list))
     y_src = m.graph.output[[o.name for o in model.graph.output].index(out_name)].name
-    stochastic = _downstream(nodes, {f"mask_{k}" for k in range(len(site_list))})
+    stochastic = downstream(nodes, {f"mask_{k}" for k in range(len(site_list))})
     if y_src not in stochastic:
         raise ImportRefused(
             f"no dropout site lies on the path from the input to output '{out_name}'; "
@@ -261,56 +256,6 @@ def _fold_scale(
     return True
 
 
-def _downstream(nodes: list[onnx.NodeProto], sources: set[str]) -> set[str]:
-    reached = set(sources)
-    for node in nodes:
-        if any(i in reached for i in node.input if i):
-            reached.update(o for o in node.output if o)
-    return reached
-
-
-def _split(
-    nodes: list[onnx.NodeProto], shapes: Probe, sites: list[SiteSpec]
-) -> list[onnx.NodeProto]:
-    """Prefix nodes as they are; stochastic nodes read replicated (Gather by rows) tensors."""
-    masks = {f"mask_{k}" for k in range(len(sites))}
-    stochastic = _downstream(nodes, masks)
-    from_x = _downstream(nodes, {"x"})
-    producer = {o: n for n in nodes for o in n.output if o}
-    prefix = [n for n in nodes if not any(o in stochastic for o in n.output if o)]
-    tail: list[onnx.NodeProto] = []
-    memo: dict[str, str] = {}
-
-    def rep(t: str) -> str:
-        if not t or t in stochastic or t not in from_x:
-            return t
-        if t in memo:
-            return memo[t]
-        if shapes.carries_rows(t):
-            memo[t] = f"{t}@rows"
-            tail.append(helper.make_node("Gather", [t, "rows"], [memo[t]], axis=0))
-            return memo[t]
-        node = producer.get(t)
-        if node is None:
-            raise ImportRefused(f"tensor '{t.removeprefix(_USER)}' depends on the rows oddly")
-        clone = onnx.NodeProto()
-        clone.CopyFrom(node)
-        clone.name = f"{node.name}@rows" if node.name else ""
-        clone.input[:] = [rep(i) for i in node.input]
-        clone.output[:] = [f"{o}@rows" if o else o for o in node.output]
-        for o in node.output:
-            if o:
-                memo[o] = f"{o}@rows"
-        tail.append(clone)
-        return memo[t]
-
-    for node in nodes:
-        if any(o in stochastic for o in node.output if o):
-            node.input[:] = [rep(i) for i in node.input]
-            tail.append(node)
-    return prefix + tail
-
-
 def strip_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Move float32 initializers out of the graph (kept as marked, empty declarations)."""
     moved: dict[str, np.ndarray] = {}
@@ -330,7 +275,6 @@ def save_graph(model: onnx.ModelProto, folder: Path) -> str:
     path = Path(folder) / GRAPH_NAME
     path.write_bytes(model.SerializeToString())
     return sha256_file(path)
-
 
 
 __all__ = ["GRAPH_NAME", "WEIGHT_MARK", "Rewritten", "rewrite", "save_graph", "strip_weights"]
