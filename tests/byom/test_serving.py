@@ -69,6 +69,9 @@ async def test_threshold_and_auto_samples(client: httpx.AsyncClient) -> None:
     b = (await client.post("/v1/models/pkg/predict", json=auto)).json()
     assert a["predictions"] == b["predictions"]
     assert all(16 <= p["samples_used"] <= 64 for p in a["predictions"])
+    metrics = (await client.get("/metrics")).text
+    served = [line for line in metrics.splitlines() if 'model="pkg"' in line]
+    assert any(line.startswith("mcdrop_") and not line.startswith("#") for line in served)
 
 
 async def test_v2_infer(client: httpx.AsyncClient) -> None:
