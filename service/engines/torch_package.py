@@ -217,6 +217,11 @@ def package_torch(
     if example.dim() < 2 or example.shape[0] < 1:
         raise ValueError("example_input: expected a batch of rows, shaped (N, ...)")
     graph = capture(module, example)
+    if len(graph.graph.output) != 1:
+        raise ImportRefused(
+            f"the module returns {len(graph.graph.output)} tensors; mcdrop serves a module "
+            "returning one (N, D) tensor, so wrap it to return the one to serve"
+        )
 
     def check(model: MCDropoutModel) -> None:
         _check_against_module(model, module, example[:4], check_samples)

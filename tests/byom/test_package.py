@@ -161,3 +161,18 @@ def test_probability_outputs_are_served_as_given(tmp_path: Path) -> None:
     pred = load_model(out).predict(x.numpy(), samples=T, seed=0, return_samples=True)
     assert pred.raw_samples is not None  # probabilities per sample, after the summary's softmax
     assert_same_mc(pred.raw_samples, module_mc_samples(module, x, T, seed=1))
+
+
+def test_module_returning_several_tensors_is_refused(tmp_path: Path) -> None:
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(Q, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = F.dropout(self.fc(x), 0.2, training=self.training)
+            return h, h.sum(1)
+
+    with pytest.raises(ImportRefused, match="returns 2 tensors"):
+        package_torch(Two(), torch.randn(2, Q), tmp_path / "t", task="classification")
+    assert not any(tmp_path.iterdir())
