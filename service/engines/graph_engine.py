@@ -91,7 +91,11 @@ def load_graph_engine(
     assert isinstance(arch, GraphArchitecture)
     providers = providers_for(device)
     model = read_served_graph(folder, manifest)
-    head, tail = split_prefix(model)
+    elementwise = {k for k, s in enumerate(arch.sites) if s.kind == "element"}
+    applied = masked_on_entry(list(model.graph.node), elementwise)
+    head, tail = split_prefix(model, applied)
+    if head is None:
+        applied = {}
     try:
         opts = session_options(threads)
         prefix = None
@@ -109,7 +113,7 @@ def load_graph_engine(
             raise ArtifactError(f"{folder}: site {k} must feed input 'mask_{k}', not '{s.input}'")
     bytes_per_row = max(arch.bytes_per_row, 4 * max(math.prod(s.shape) for s in arch.sites))
     return OnnxEngine.from_session(
-        session, sites, bytes_per_row, max_activation_mb, threads, prefix=prefix
+        session, sites, bytes_per_row, max_activation_mb, threads, prefix, applied
     )
 
 
@@ -143,14 +147,44 @@ def _model(
     return out
 
 
-def split_prefix(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.ModelProto]:
+Applied = dict[int, tuple[str, str]]  # site -> (prefix tensor, the masked tensor it becomes)
+
+
+def masked_on_entry(nodes: list[onnx.NodeProto], element_sites: set[int]) -> Applied:
+    """Element-wise sites that mask a replicated prefix tensor at once, `Mul(Gather(t, rows),
+    mask_k)`: the engine replicates t and applies their masks in place itself, as the torch
+    engine does, so no float mask array is written for them."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    found: Applied = {}
+    for n in nodes:
+        if n.op_type != "Gather" or list(n.input[1:]) != ["rows"] or n.input[0] == "x":
+            continue
+        users = readers.get(n.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Mul":
+            continue
+        other = [i for i in users[0].input if i != n.output[0]]
+        if len(other) == 1 and other[0].startswith("mask_") and len(readers[other[0]]) == 1:
+            k = int(other[0].removeprefix("mask_"))
+            if k in element_sites:
+                found[k] = (n.input[0], users[0].output[0])
+    return found
+
+
+def split_prefix(
+    model: onnx.ModelProto, applied: Applied | None = None
+) -> tuple[onnx.ModelProto | None, onnx.ModelProto]:
     """Cut the graph at its row replication: (prefix x -> replicated tensors, the rest).
 
     The tensors a `Gather(t, rows)` replicates are the prefix's outputs and the rest's inputs;
-    None when nothing but x itself is replicated (no layer before the first site).
+    None when nothing but x itself is replicated (no layer before the first site). For the
+    `applied` sites the rest takes the masked tensor as an input instead.
     """
     g = model.graph
     nodes = list(g.node)
+    entered = [out for _, out in (applied or {}).values()]
     boundary = [
         n.input[0] for n in nodes if n.op_type == "Gather" and list(n.input[1:]) == ["rows"]
     ]
@@ -161,10 +195,10 @@ def split_prefix(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.M
     head_nodes = _closure(nodes, computed, {"x"})
     outs = [onnx.ValueInfoProto(name=t) for t in computed]
     head = _model(model, head_nodes, [by_name["x"]], outs)
-    stop = {"rows", "x", *computed, *(i.name for i in g.input)}
+    stop = {"rows", "x", *computed, *entered, *(i.name for i in g.input)}
     tail_nodes = _closure(nodes, [o.name for o in g.output], stop)
     read = {i for n in tail_nodes for i in n.input}
-    fed = [onnx.ValueInfoProto(name=t) for t in computed]
+    fed = [onnx.ValueInfoProto(name=t) for t in [*computed, *entered] if t in read]
     inputs = [*fed, *(i for i in g.input if i.name in read)]
     return head, _model(model, tail_nodes, inputs, list(g.output))
 
@@ -177,8 +211,10 @@ def typed_inputs(
     probe = np.zeros((1, *input_shape), np.float32)
     values = dict(zip(names, prefix.run(names, {"x": probe}), strict=True))
     for i in tail.graph.input:
-        if i.name in values:
-            elem = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(values[i.name]).dtype)
+        if not i.type.HasField("tensor_type"):  # fed from the prefix, or masked from it
+            elem = onnx.TensorProto.FLOAT
+            if i.name in values:
+                elem = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(values[i.name]).dtype)
             i.CopyFrom(onnx.helper.make_tensor_value_info(i.name, elem, None))
     return tail
 

@@ -102,6 +102,8 @@ class OnnxEngine:
     _prefix: ort.InferenceSession | None = None
     _prefix_outputs: tuple[str, ...] = ()
     _suffix_takes_x = True
+    _inputs: frozenset[str] | None = None  # the session's inputs, when not all are fed
+    _applied: dict[int, tuple[str, str]] = {}  # noqa: RUF012  # never mutated: replaced
 
     @classmethod
     def from_session(
@@ -112,11 +114,14 @@ class OnnxEngine:
         max_activation_mb: float = 256.0,
         threads: int | None = None,
         prefix: ort.InferenceSession | None = None,
+        applied: dict[int, tuple[str, str]] | None = None,
     ) -> OnnxEngine:
         """An engine over sessions already built and checked (an imported graph's folder).
 
         With `prefix`, `session` takes the prefix's outputs (and `x` if it lists it) in place
-        of the layers before the first dropout site.
+        of the layers before the first dropout site. `applied` maps a site to (prefix output,
+        session input): that site's mask is applied here, in place on the replicated rows,
+        and the session takes the masked tensor.
         """
         engine = cls.__new__(cls)
         engine._session = session
@@ -124,6 +129,8 @@ class OnnxEngine:
             engine._prefix = prefix
             engine._prefix_outputs = tuple(o.name for o in prefix.get_outputs())
             engine._suffix_takes_x = "x" in {i.name for i in session.get_inputs()}
+            engine._inputs = frozenset(i.name for i in session.get_inputs())
+            engine._applied = dict(applied or {})
         if "CUDAExecutionProvider" in session.get_providers():
             engine.device = "cuda"
         engine._start(sites, bytes_per_row, max_activation_mb, threads)
@@ -173,7 +180,17 @@ class OnnxEngine:
             ).astype(np.int64)
             feed: dict[str, NDArray[np.generic]] = {**per_row, "rows": rows}
             for site in self._sites:
-                feed[f"mask_{site.site}"] = self._draw(site, chunk, jobs, len(rows))
+                entered = self._applied.get(site.site)
+                if entered is None:
+                    feed[f"mask_{site.site}"] = self._draw(site, chunk, jobs, len(rows))
+                    continue
+                source, masked = entered
+                h = np.take(per_row[source], rows, axis=0)
+                pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
+                self._filler.apply(h.reshape(-1), pieces, site.keep_prob)
+                feed[masked] = h
+            if self._inputs is not None:
+                feed = {k: v for k, v in feed.items() if k in self._inputs}
             y = self._session.run(["y"], feed)[0]
             self._scatter(y, chunk, jobs, outputs)
         return outputs
@@ -220,7 +237,13 @@ class OnnxEngine:
         }
         for site in self._sites:
             mean = site.keep_prob if site.noise == "bernoulli" else 1.0
-            feed[f"mask_{site.site}"] = np.full((n, *site.shape), mean, np.float32)
+            entered = self._applied.get(site.site)
+            if entered is not None:
+                feed[entered[1]] = np.asarray(feed[entered[0]], np.float32) * np.float32(mean)
+            else:
+                feed[f"mask_{site.site}"] = np.full((n, *site.shape), mean, np.float32)
+        if self._inputs is not None:
+            feed = {k: v for k, v in feed.items() if k in self._inputs}
         y: NDArray[np.float32] = self._session.run(["y"], feed)[0]
         return y
 

@@ -176,3 +176,23 @@ def test_module_returning_several_tensors_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImportRefused, match="returns 2 tensors"):
         package_torch(Two(), torch.randn(2, Q), tmp_path / "t", task="classification")
     assert not any(tmp_path.iterdir())
+
+
+def test_masks_applied_in_place_equal_mask_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site right after the prefix is masked by the engine in place; same samples either way."""
+    import service.engines.graph_engine as graph_engine
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(Q, 16), nn.ReLU(), nn.Dropout(0.4), nn.Linear(16, 3))
+    out = package_torch(net, torch.randn(3, Q), tmp_path / "h", task="classification")
+    in_place = load_model(out).engine
+    monkeypatch.setattr(graph_engine, "masked_on_entry", lambda nodes, sites: {})
+    as_inputs = load_model(out).engine
+    assert in_place._applied and not as_inputs._applied  # type: ignore[attr-defined]
+    x = torch.randn(4, Q).numpy()
+    jobs = [SampleJob(x[:1], 30, 1), SampleJob(x, 50, 2)]
+    for a, b in zip(in_place.sample_many(jobs), as_inputs.sample_many(jobs), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(in_place.deterministic(x), as_inputs.deterministic(x), rtol=1e-6)
