@@ -38,11 +38,35 @@ def test_replication_index_copies_each_row_over_its_samples() -> None:
     assert replication_index([Segment(1, 0, 3)], jobs).tolist() == [2, 2, 2]
 
 
+def test_chunk_rows_name_each_stacked_rows_seed_row_and_sample() -> None:
+    jobs = [
+        SampleJob(_x(2), 3, seed=10),
+        SampleJob(_x(1), 4, seed=11, first_sample=5),
+        SampleJob(_x(3), 2, seed=12, row_ids=np.array([7, 2, 9])),
+    ]
+    chunk = [Segment(0, 1, 3), Segment(1, 0, 4), Segment(2, 0, 1)]
+    rows = chunk_rows(chunk, jobs)
+    seeds = [rows.seeds[i] for i in rows.seed_index]
+    slots = [(int(s) // masks.SAMPLE_SPAN, int(s) % masks.SAMPLE_SPAN) for s in rows.slots]
+    assert seeds == [10] * 4 + [11] * 4 + [12] * 3
+    expected = [(0, 1), (1, 1), (0, 2), (1, 2), (0, 5), (0, 6), (0, 7), (0, 8)]
+    assert slots == [*expected, (7, 0), (2, 0), (9, 0)]
+    # A chunk of one segment (a request alone, or a later chunk of a batch) takes a shortcut,
+    # and must still name that job's seed, not the first job's.
+    alone = chunk_rows([Segment(2, 1, 2)], jobs)
+    assert [alone.seeds[i] for i in alone.seed_index] == [12] * 3
+    assert [int(s) % masks.SAMPLE_SPAN for s in alone.slots] == [1, 1, 1]
+    assert [int(s) // masks.SAMPLE_SPAN for s in alone.slots] == [7, 2, 9]
+
+
 def test_same_seed_same_samples_alone_batched_and_chunked() -> None:
     eng = _engine()
     a, b = _x(3, 1), _x(2, 2)
     alone = eng.sample_many([SampleJob(a, 40, seed=7)])[0]
     batched = eng.sample_many([SampleJob(b, 25, seed=8), SampleJob(a, 40, seed=7)])[1]
+    eng.max_rows = 60  # the second request's later samples run in chunks of their own
+    batched_chunked = eng.sample_many([SampleJob(b, 25, seed=8), SampleJob(a, 40, seed=7)])[1]
+    np.testing.assert_allclose(batched_chunked, alone, rtol=1e-5, atol=1e-6)
     eng.max_rows = 7  # forces cuts inside the job (and a single sample per chunk at times)
     chunked = eng.sample_many([SampleJob(a, 40, seed=7)])[0]
     np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-6)

@@ -130,7 +130,7 @@ def chunk_rows(chunk: list[Segment], jobs: list[SampleJob]) -> MaskRows:
         job = jobs[s.job]
         samples = np.arange(job.first_sample + s.t0, job.first_sample + s.t1, dtype=np.int64)
         slots = np.add.outer(samples, job.row_index * SAMPLE_SPAN).ravel()
-        seed_index = np.zeros(slots.shape, np.intp)
+        seed_index = np.full(slots.shape, s.job, np.intp)
     else:
         ids = np.concatenate([j.row_index for j in jobs])
         index = replication_index(chunk, jobs)

@@ -130,17 +130,39 @@ def _matmul_dtype(precision: str, device: str) -> torch.dtype:
 _tf32_lock = threading.Lock()
 
 
+def _conv_precision() -> str:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch 2.9 and later
+        return str(conv.fp32_precision)
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def _set_conv_precision(value: str) -> None:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        conv.fp32_precision = value
+    else:
+        torch.backends.cudnn.allow_tf32 = value == "tf32"
+
+
 @contextlib.contextmanager
 def _matmul_tf32(enabled: bool) -> Iterator[None]:
-    """TF32 products for this pass only: torch's switch is process-wide, so it is set around
-    the pass and put back, under a lock (another engine's pass may want the other value)."""
+    """TF32 (or not) for this pass only, matrix products and cuDNN convolutions alike: torch's
+    switches are process-wide (and cuDNN's defaults to TF32), so they are set around the pass
+    and put back, under a lock (another engine's pass may want the other value).
+
+    Through set_float32_matmul_precision, not the legacy allow_tf32 flag: torch 2.9+ refuses to
+    mix that flag with its newer per-backend settings.
+    """
     with _tf32_lock:
-        before = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = enabled
+        matmul, conv = torch.get_float32_matmul_precision(), _conv_precision()
+        torch.set_float32_matmul_precision("high" if enabled else "highest")
+        _set_conv_precision("tf32" if enabled else "ieee")
         try:
             yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = before
+            torch.set_float32_matmul_precision(matmul)
+            _set_conv_precision(conv)
 
 
 @dataclass(frozen=True)
