@@ -207,3 +207,11 @@ def test_cuda_samples_equal_cpu_samples() -> None:
     for a, b in zip(eng_cpu.sample_many(jobs), eng_gpu.sample_many(jobs), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     assert next(net.parameters()).device.type == "cpu"
+
+
+def test_rows_and_samples_past_the_mask_range_are_refused() -> None:
+    eng = _engine()
+    with pytest.raises(ValueError, match="samples below"):
+        eng.sample_many([SampleJob(_x(1), 2, 1, first_sample=masks.SAMPLE_SPAN - 1)])
+    with pytest.raises(ValueError, match="rows 0"):
+        eng.sample_many([SampleJob(_x(1), 2, 1, row_ids=np.array([masks.ROW_LIMIT]))])

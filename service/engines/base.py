@@ -128,9 +128,10 @@ def chunk_rows(chunk: list[Segment], jobs: list[SampleJob]) -> MaskRows:
     if len(chunk) == 1:  # one request alone: the common case, without the general bookkeeping
         s = chunk[0]
         job = jobs[s.job]
+        ids = job.row_index
         samples = np.arange(job.first_sample + s.t0, job.first_sample + s.t1, dtype=np.int64)
-        slots = np.add.outer(samples, job.row_index * SAMPLE_SPAN).ravel()
-        seed_index = np.full(slots.shape, s.job, np.intp)
+        slots = np.add.outer(samples, ids * SAMPLE_SPAN).ravel()
+        rows = MaskRows((job.seed,), np.zeros(slots.shape, np.intp), slots.astype(np.uint64))
     else:
         ids = np.concatenate([j.row_index for j in jobs])
         index = replication_index(chunk, jobs)
@@ -142,7 +143,7 @@ def chunk_rows(chunk: list[Segment], jobs: list[SampleJob]) -> MaskRows:
         samples = np.repeat(first, seg_len) + k // np.repeat(seg_rows, seg_len)
         slots = ids[index] * SAMPLE_SPAN + samples
         seed_index = np.repeat(np.array([s.job for s in chunk], np.intp), seg_len)
-    last = max(j.first_sample + j.samples for j in jobs)
-    if last > SAMPLE_SPAN or any(j.rows and int(j.row_index.max()) >= ROW_LIMIT for j in jobs):
-        raise ValueError(f"masks address at most {ROW_LIMIT} rows and {SAMPLE_SPAN} samples")
-    return MaskRows(tuple(j.seed for j in jobs), seed_index, slots.astype(np.uint64))
+        rows = MaskRows(tuple(j.seed for j in jobs), seed_index, slots.astype(np.uint64))
+    if ids.size and (ids.min() < 0 or ids.max() >= ROW_LIMIT or samples.max() >= SAMPLE_SPAN):
+        raise ValueError(f"masks address rows 0..{ROW_LIMIT - 1} and samples below {SAMPLE_SPAN}")
+    return rows

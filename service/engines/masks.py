@@ -98,9 +98,13 @@ class MaskRows:
     def bases(self, site: int, words: int) -> NDArray[np.uint64]:
         """Per stacked row, key + slot * words * GAMMA (mod 2^64): word w of the row's mask at
         this site is mix64(base + w * GAMMA)."""
-        keys = np.array([site_key(s, site) for s in self.seeds], np.uint64)
         stride = np.uint64(words * GAMMA & _U64)
-        out: NDArray[np.uint64] = keys[self.seed_index] + self.slots * stride
+        out: NDArray[np.uint64] = self.slots * stride
+        if len(self.seeds) == 1:  # one request: a scalar key, no gather
+            out += np.uint64(site_key(self.seeds[0], site))
+        else:
+            keys = np.array([site_key(s, site) for s in self.seeds], np.uint64)
+            out += keys[self.seed_index]
         return out
 
     def part(self, start: int, stop: int) -> MaskRows:
