@@ -33,13 +33,11 @@ if [ -n "$(missing $NEEDED)" ]; then
     exit 2
   fi
   echo "== installing $(missing $NEEDED) from build/gpu-wheels into $SITE"
-  if "$PY" -m pip --version >/dev/null 2>&1; then
-    "$PY" -m pip install --quiet --no-index --find-links build/gpu-wheels --target "$SITE" \
-      build/gpu-wheels/*.whl
-  else  # no pip: a wheel is a zip archive laid out for site-packages
-    "$PY" -c 'import glob, sys, zipfile
+  # Without pip, or if pip refuses: a wheel is a zip archive laid out for site-packages.
+  "$PY" -m pip install --quiet --no-index --find-links build/gpu-wheels --target "$SITE" \
+    build/gpu-wheels/*.whl \
+    || "$PY" -c 'import glob, sys, zipfile
 for w in glob.glob("build/gpu-wheels/*.whl"): zipfile.ZipFile(w).extractall(sys.argv[1])' "$SITE"
-  fi
   still=$(missing $NEEDED)
   if [ -n "$still" ]; then echo "bench/gpu.sh: still missing: $still" >&2; exit 2; fi
 fi
