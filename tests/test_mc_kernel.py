@@ -13,11 +13,13 @@ from service.engines.torch_engine import TorchEngine
 from service.nets import build_mlp
 
 
-def _engine(max_activation_mb: float = 256.0, input_rate: float = 0.1) -> TorchEngine:
+def _engine(
+    max_activation_mb: float = 256.0, input_rate: float = 0.1, noise: str = "bernoulli"
+) -> TorchEngine:
     torch.manual_seed(0)
     net = build_mlp(
         MLPArchitecture(input_dim=5, hidden=[32, 32], output_dim=3),
-        DropoutSpec(input_rate=input_rate, hidden_rate=0.2),
+        DropoutSpec(noise=noise, input_rate=input_rate, hidden_rate=0.2),  # type: ignore[arg-type]
     )
     return TorchEngine(net, [5], "cpu", max_activation_mb)
 
@@ -85,11 +87,13 @@ def test_rounds_continue_the_stream() -> None:
     np.testing.assert_allclose(second, whole[20:], rtol=1e-5, atol=1e-6)
 
 
-def test_a_round_of_some_rows_draws_the_fixed_runs_samples_of_those_rows() -> None:
+@pytest.mark.parametrize("noise", ["bernoulli", "gaussian"])
+def test_a_round_of_some_rows_draws_the_fixed_runs_samples_of_those_rows(noise: str) -> None:
     # An adaptive round holds only the rows still open, in a smaller job: with their indices in
     # the request, row r's samples k..k+n are the fixed run's samples k..k+n of row r, batched
-    # with another request or not, and cut into chunks or not.
-    eng = _engine()
+    # with another request or not, and cut into chunks or not. Gaussian noise follows the same
+    # rule as Bernoulli masks.
+    eng = _engine(noise=noise)
     x = _x(5, 3)
     fixed = eng.sample_many([SampleJob(x, 48, seed=4)])[0]
     open_rows = np.array([4, 1])
