@@ -168,7 +168,7 @@ def _matmul_tf32(enabled: bool) -> Iterator[None]:
 @dataclass(frozen=True)
 class Site:
     index: int  # position of the MCDropout module in the body
-    site: int  # dropout site number in the whole network (keys the random stream)
+    site: int  # dropout site number in the whole network (keys its masks)
     keep_prob: float
     noise: str
     shape: tuple[int, ...]  # activation shape per row at this site
