@@ -71,6 +71,11 @@ def words_per_slot(elements: int, noise: str) -> int:
     return words
 
 
+@functools.lru_cache(maxsize=64)
+def _stride(words: int) -> np.uint64:
+    return np.uint64(words * GAMMA & _U64)
+
+
 @functools.lru_cache(maxsize=4096)
 def site_key(seed: int, site: int) -> int:
     """The 64-bit key of the (seed, site) stream: a keyed hash, so nearby seeds or sites give
@@ -98,8 +103,7 @@ class MaskRows:
     def bases(self, site: int, words: int) -> NDArray[np.uint64]:
         """Per stacked row, key + slot * words * GAMMA (mod 2^64): word w of the row's mask at
         this site is mix64(base + w * GAMMA)."""
-        stride = np.uint64(words * GAMMA & _U64)
-        out: NDArray[np.uint64] = self.slots * stride
+        out: NDArray[np.uint64] = self.slots * _stride(words)
         if len(self.seeds) == 1:  # one request: a scalar key, no gather
             out += np.uint64(site_key(self.seeds[0], site))
         else:
@@ -145,13 +149,20 @@ def _buffers(size: int) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
     return bufs
 
 
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_M1, _M2 = np.uint64(MIX1), np.uint64(MIX2)
+
+
 def _mix64(x: NDArray[np.uint64], tmp: NDArray[np.uint64]) -> None:
     """SplitMix64's finaliser, in place (tmp: scratch of the same shape)."""
-    for shift, mult in ((30, MIX1), (27, MIX2), (31, 0)):
-        np.right_shift(x, np.uint64(shift), out=tmp)
-        np.bitwise_xor(x, tmp, out=x)
-        if mult:
-            np.multiply(x, np.uint64(mult), out=x)
+    np.right_shift(x, _S30, out=tmp)
+    np.bitwise_xor(x, tmp, out=x)
+    np.multiply(x, _M1, out=x)
+    np.right_shift(x, _S27, out=tmp)
+    np.bitwise_xor(x, tmp, out=x)
+    np.multiply(x, _M2, out=x)
+    np.right_shift(x, _S31, out=tmp)
+    np.bitwise_xor(x, tmp, out=x)
 
 
 def _words(bases: NDArray[np.uint64], words: int) -> NDArray[np.uint64]:
