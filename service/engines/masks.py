@@ -84,11 +84,6 @@ def site_key(seed: int, site: int) -> int:
     return int.from_bytes(digest, "little")
 
 
-def slot(row: int, sample: int) -> int:
-    """The slot of sample `sample` of request row `row`."""
-    return row * SAMPLE_SPAN + sample
-
-
 @dataclass(frozen=True)
 class MaskRows:
     """The stream of every stacked row of a pass: which request seed, and which slot."""
