@@ -12,6 +12,7 @@ with a note when this onnxruntime has no CUDA provider (pip install onnxruntime-
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -34,9 +35,13 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    if importlib.util.find_spec("onnx") is None:
+        print("graph models on CUDA: skipped, the onnx package is not installed here")
+        return 0
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         print("graph models on CUDA: skipped, this onnxruntime has no CUDAExecutionProvider")
         return 0
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = package_torch(reference_mlp(64), torch.randn(4, 64), Path(tmp) / "mlp",
                                task="classification")  # fmt: skip
