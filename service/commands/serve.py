@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from service.api.app import create_app
+    from service.api.protocol import guarded_protocol
     from service.api.server import DrainingServer
     from service.config import Settings
 
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=True,
         limit_concurrency=settings.max_connections,
+        # Read deadlines, and health probes that the connection cap never refuses.
+        http=guarded_protocol(settings.header_read_timeout_s, settings.body_read_timeout_s),
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     DrainingServer(config, on_exit=app.state.predictor.admission.drain).run()
