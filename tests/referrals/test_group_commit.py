@@ -74,22 +74,6 @@ async def test_concurrent_referrals_share_commits(
         assert metric(m, "mcdrop_referrals_spooled_total") == 0
 
 
-async def test_unhindered_concurrent_referrals_commit_fewer_times_than_requests(
-    model_dir: Path, tmp_path: Path, database_url: str
-) -> None:
-    """Without any hold, the rows that queue while a commit runs still share the next one:
-    the commit count can only be at most the request count, and is below it once any two
-    requests overlap, which N concurrent ones through one writer must."""
-    app = create_app(settings(model_dir, tmp_path, database_url=database_url))
-    async with running(app) as c:
-        ids = await _predict_all(c, N)
-        m = (await c.get("/metrics")).text
-        commits = metric(m, 'mcdrop_referral_commits_total{target="store"}')
-        assert 1 <= commits < N
-        assert metric(m, 'mcdrop_referral_commit_rows_sum{target="store"}') == N
-        assert sorted(await _stored_ids(c)) == sorted(ids)
-
-
 async def test_store_hanging_mid_group_fails_over_to_the_spool(
     model_dir: Path, tmp_path: Path, database_url: str
 ) -> None:
