@@ -152,7 +152,13 @@ def train(
     weights = [m.weight for m in weight_layers(net)]
     gen = torch.Generator().manual_seed(cfg.seed)
     net.train()
-    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.name}", disable=not progress, unit="epoch")
+    # disable=None: no bar when stderr is not a terminal (a log file or a pipe).
+    bar = tqdm(
+        range(cfg.epochs),
+        desc=f"train {cfg.name}",
+        disable=None if progress else True,
+        unit="epoch",
+    )
     for _ in bar:
         perm = torch.randperm(n_train, generator=gen)
         total = 0.0

@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     goal.add_argument("--max-referral-rate", type=float, help="refer at most this fraction")
     goal.add_argument("--target-error", type=float, help="classification: retained error <= e")
     goal.add_argument("--target-rmse", type=float, help="regression: retained RMSE <= v")
-    p.add_argument("--delta", type=float, default=0.05, help="1 - confidence (default 0.05)")
+    p.add_argument("--delta", type=float, default=0.05, help="1 - confidence of the guarantee")
     p.add_argument(
         "--metric", help="uncertainty measure (default: compare all, keep the lowest AURC)"
     )
