@@ -292,6 +292,15 @@ class ModelPublic(BaseModel):
         default=None, description="Shape of one input row (flat rows of its product also work)."
     )
     feature_names: list[str] | None = Field(default=None, description="Input feature names.")
+    input_range: list[float] | None = Field(
+        default=None,
+        description="[low, high] of raw input values when the model scales its inputs "
+        "(0 to 1/input_scale, e.g. [0, 255] for 8-bit images); null when unknown.",
+    )
+    image_zero: Literal["black", "white"] | None = Field(
+        default=None,
+        description="How an image input's value 0 is drawn (the review page uses it).",
+    )
     output_names: list[str] | None = Field(default=None, description="Regression output names.")
     class_labels: list[str] | None = Field(default=None, description="Classifier class names.")
     tau: float | None = Field(
