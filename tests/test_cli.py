@@ -77,13 +77,13 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _train(tmp_path: Path, name: str) -> int:
+def _train(tmp_path: Path, name: str, *extra: str) -> int:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 2))
     np.savez(tmp_path / "d.npz", x=x, y=x.sum(axis=1))
     argv = ["train", str(tmp_path / "d.npz"), "--task", "regression", "--out",
             str(tmp_path / name), "--epochs", "2", "--hidden", "4", "--layers", "1"]  # fmt: skip
-    return main(argv)
+    return main([*argv, *extra])
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,3 +95,12 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(sys, "stderr", terminal)
     assert _train(tmp_path, "terminal") == 0
     assert "train terminal" in terminal.getvalue() and "epoch" in terminal.getvalue()
+
+
+def test_train_records_how_images_are_drawn(tmp_path: Path) -> None:
+    from service.artifact import read_manifest
+
+    assert _train(tmp_path, "plain", "--quiet") == 0
+    assert read_manifest(tmp_path / "plain").image_zero == "black"  # the data as it is
+    assert _train(tmp_path, "paper", "--quiet", "--image-zero", "white") == 0
+    assert read_manifest(tmp_path / "paper").image_zero == "white"

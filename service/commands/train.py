@@ -60,6 +60,10 @@ def register(sub: Any) -> None:
         default=1.0,
         help="multiply inputs first (e.g. 1/255 for 8-bit images)",
     )
+    p.add_argument(
+        "--image-zero", choices=["black", "white"], default="black",
+        help="images: how the review page draws the value 0 (white for dark ink on paper)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         length_scale=args.length_scale,
         tau=args.tau,
         input_scale=args.input_scale,
+        image_zero=args.image_zero,
     )
     result = train(ds, cfg, out, progress=not args.quiet)
     print(json.dumps(summary(result), indent=2))
