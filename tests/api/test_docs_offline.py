@@ -108,7 +108,8 @@ def test_docs_and_redoc_list_the_operations_with_the_network_blocked(
     sync_api = pytest.importorskip("playwright.sync_api")
     models = tmp_path / "models"
     shutil.copytree(tiny_regression_dir, models / "tiny_reg")
-    shots = Path(os.environ.get("MCDROP_SCREENSHOTS", tmp_path / "shots"))
+    # MCDROP_TEST_SCREENSHOTS=folder keeps the screenshots, to look at the pages.
+    shots = Path(os.environ.get("MCDROP_TEST_SCREENSHOTS", tmp_path / "shots"))
     with serving(models, tmp_path) as base, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -92,7 +92,8 @@ def test_review_page_lists_and_resolves(model_dir: Path, tmp_path: Path) -> None
         reg_id = _refer(base, "tiny_reg", [0.3, -1.2, 0.8])
         tabular_id = _refer(base, "tiny_clf", [0.1, 0.2, -0.3, 1.5])  # the newest
         reg_prediction = httpx.get(f"{base}/v1/referrals/{reg_id}", timeout=10).json()["prediction"]
-        shots = Path(os.environ.get("MCDROP_SCREENSHOTS", tmp_path))
+        # MCDROP_TEST_SCREENSHOTS=folder keeps the screenshots, to look at the page.
+        shots = Path(os.environ.get("MCDROP_TEST_SCREENSHOTS", tmp_path))
 
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         assert 'mcdrop_referrals_recorded_total{path="direct"} 4.0' in metrics
