@@ -1,7 +1,7 @@
 """Service settings, read from the environment with the prefix MCDROP_ (MCDROP_PORT=9000 ...).
 
 Every default is safe for a single machine: loopback only, bounded request sizes. Add a field
-with a type, a default and a docstring under it; the README's configuration table lists them all.
+with a type, a default and a docstring under it; docs/configuration.md lists them all.
 """
 
 from __future__ import annotations

@@ -343,7 +343,7 @@ class TorchEngine:
         """Masks drawn on the accelerator by torch's generator, one stream per (seed, site, piece).
 
         Seeded and independent of other jobs in the batch, but keyed by where a chunk starts, so
-        a job cut into different chunks draws different (equally valid) masks; see README.
+        a job cut into different chunks draws different (equally valid) masks; see docs/engine.md.
         """
         out = torch.empty(rows * site.elements, device=self.device, dtype=self._dtype)
         for p in pieces:
