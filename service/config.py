@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     engine: Literal["torch", "onnx"] = "torch"
     """MC engine used for every model."""
 
+    precision: Literal["float32", "tf32", "bf16"] = "float32"
+    """Matrix products of the torch engine on CUDA: float32, TF32 tensor cores (float32
+    storage) or bfloat16. The CPU runs float32 only; another value is refused at load."""
+
     max_activation_mb: float = Field(default=256.0, gt=0)
     """Memory budget of one batched pass; larger T×N is cut into chunks under it."""
 
