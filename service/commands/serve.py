@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from service.api.protocol import guarded_protocol
     from service.api.server import DrainingServer
     from service.config import Settings
+    from service.serving.registry import model_folder_given
 
     overrides = {
         k: v
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     # A missing model directory is not fatal: the server stays live and not ready (readiness
     # says why) until a reload (SIGHUP) finds it, e.g. once a volume is mounted.
     model_dir = Path(settings.model_dir)
+    mistake = model_folder_given(model_dir)
+    if mistake:
+        raise ValueError(mistake)
     if (
         settings.default_model
         and model_dir.is_dir()
