@@ -30,7 +30,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("file", help="the .onnx file (PyTorch archives and pickles are refused)")
     p.add_argument("--out", required=True, help="model folder to write, e.g. models/mynet")
-    p.add_argument("--task", required=True, choices=["regression", "classification"])
+    p.add_argument(
+        "--task", required=True, choices=["regression", "classification"],
+        help="what the network predicts",
+    )  # fmt: skip
     p.add_argument("--tau", type=float, help="regression: model precision in target units")
     p.add_argument("--output", help="the graph output to serve (when it has several)")
     p.add_argument(
@@ -39,7 +42,7 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument(
         "--site", type=_site, action="append", default=[], metavar="TENSOR=RATE",
-        help="add a dropout site after TENSOR with drop rate RATE (repeatable)",
+        help="add a dropout site after TENSOR with drop rate RATE (repeatable; default: none)",
     )  # fmt: skip
     p.add_argument(
         "--heldout", help="labelled held-out data (.csv, .npz or idx): fits tau for regression "
