@@ -17,9 +17,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service import uncertainty as U
-from service.artifact import Manifest, read_manifest
+from service.artifact import GraphArchitecture, Manifest, read_manifest
 from service.engines.base import Engine, SampleJob
 from service.errors import InactiveDropout, InvalidInput
+from service.row_shapes import first_bad_row
 
 MAX_SEED = 2**63 - 1
 
@@ -49,6 +50,19 @@ class Prediction:
     referral_ids: list[str | None] | None = None  # per row, set when abstained rows were referred
     # Per row: why it abstains whatever the threshold (e.g. its outputs overflowed), else None.
     reason: list[str | None] | None = None
+
+
+def _ragged(rows: Any, shape: list[int], field: str) -> InvalidInput:
+    """numpy could not make one array of the rows: name the first row that does not fit."""
+    bad = first_bad_row(rows, shape)
+    if bad is None:
+        flat = int(np.prod(shape))
+        msg = f"rows differ in shape; each must have shape {shape} (or {flat} values)"
+        return InvalidInput(f"{field}: {msg}")
+    index, msg = bad
+    return InvalidInput(
+        f"{field}: {msg}", detail=[{"loc": [field, index], "msg": msg, "type": "value_error"}]
+    )
 
 
 def metrics_for(task: str) -> tuple[str, ...]:
@@ -87,7 +101,7 @@ class MCDropoutModel:
         try:
             arr = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError) as e:
-            raise InvalidInput(f"{field}: expected numbers in rows of shape {shape} ({e})") from e
+            raise _ragged(x, shape, field) from e
         if arr.ndim >= 1 and arr.shape[0] == 0:
             raise InvalidInput(f"{field}: expected at least one row")
         if arr.ndim == 2 and arr.shape[1] == self._input_size:
@@ -248,16 +262,21 @@ def load_model(
     """Load a model folder (model.json + weights.safetensors) and check its dropout is live.
 
     engine: "torch" (CPU or CUDA; precision float32, or tf32/bf16 on CUDA) or "onnx"
-    (onnxruntime on the CPU, needs model.onnx from `mcdrop export-onnx`).
+    (onnxruntime on the CPU, needs model.onnx from `mcdrop export-onnx`). A graph folder
+    (imported or packaged) lists the engines that can run it, and one of those is used.
     """
     if engine not in ("torch", "onnx"):
         raise ValueError(f"engine: expected 'torch' or 'onnx', got '{engine}'")
     path = Path(folder)
     manifest = read_manifest(path)
-    if engine == "onnx":
+    if isinstance(manifest.architecture, GraphArchitecture):
+        from service.engines.graph_engine import load_graph_engine
+
+        eng: Engine = load_graph_engine(path, manifest, device, max_activation_mb)
+    elif engine == "onnx":
         from service.engines.onnx_engine import load_onnx_engine
 
-        eng: Engine = load_onnx_engine(path, manifest, max_activation_mb)
+        eng = load_onnx_engine(path, manifest, max_activation_mb)
     else:
         from service.engines.torch_engine import load_torch_engine
 

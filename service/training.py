@@ -9,7 +9,6 @@ with tau = 1 (the softmax likelihood has no noise precision).
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +16,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from scipy.optimize import minimize_scalar
 from torch import nn
 from tqdm import tqdm
 
@@ -60,6 +58,7 @@ class TrainConfig:
     default_samples: int = 100
     max_samples: int = 10_000
     input_scale: float = 1.0  # e.g. 1/255 for 8-bit images
+    image_zero: Literal["black", "white"] = "black"  # how reviewers see an image's value 0
 
 
 @dataclass
@@ -152,7 +151,13 @@ def train(
     weights = [m.weight for m in weight_layers(net)]
     gen = torch.Generator().manual_seed(cfg.seed)
     net.train()
-    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.name}", disable=not progress, unit="epoch")
+    # disable=None: no bar when stderr is not a terminal (a log file or a pipe).
+    bar = tqdm(
+        range(cfg.epochs),
+        desc=f"train {cfg.name}",
+        disable=None if progress else True,
+        unit="epoch",
+    )
     for _ in bar:
         perm = torch.randperm(n_train, generator=gen)
         total = 0.0
@@ -215,6 +220,7 @@ def train(
             y_mean=None if y_mean is None else [float(v) for v in y_mean],
             y_std=None if y_std is None else [float(v) for v in y_std],
         ),
+        image_zero=cfg.image_zero,
         default_samples=cfg.default_samples,
         max_samples=cfg.max_samples,
         uncertainty_metric=metric,
@@ -248,16 +254,8 @@ def save_artifact(out: Path, manifest: Manifest, net: nn.Sequential) -> Manifest
 
 
 def _fit_tau(ys: NDArray[np.float64], y: NDArray[np.float64]) -> float:
-    """tau maximising the paper's MC log-likelihood on held-out rows (1-D search over log tau)."""
-
-    def neg_ll(log_tau: float) -> float:
-        return -U.mc_log_likelihood(ys, y, math.exp(log_tau))
-
-    scale = float(np.var(y)) or 1.0
-    res = minimize_scalar(
-        neg_ll, bounds=(-math.log(scale) - 12, -math.log(scale) + 12), method="bounded"
-    )
-    return float(math.exp(res.x))
+    """tau maximising the paper's MC log-likelihood on held-out rows (see uncertainty.fit_tau)."""
+    return U.fit_tau(ys, y)
 
 
 def summary(result: TrainResult) -> dict[str, Any]:

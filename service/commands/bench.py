@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
         help="tuned: add a deep-ensemble column (5 networks, no dropout) on the same splits",
     )  # fmt: skip
     u.add_argument("--epochs", type=int, help="override n_epochs.txt (the cap is 10x this)")
-    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--seed", type=int, default=0, help="seed of training and MC sampling")
     u.add_argument(
         "--out", default=DEFAULT_OUT,
         help="JSON results file (tuned: bench/results/uci-tuned.json, -quick with --quick)",
