@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.api.watch_schemas import CalibrationWatchPublic
 from service.model import MAX_SEED
 
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -308,6 +309,11 @@ class ModelPublic(BaseModel):
     )
     engine: str | None = Field(default=None, description="MC engine serving the model.")
     device: str | None = Field(default=None, description="Device the engine runs on.")
+    calibration_watch: CalibrationWatchPublic | None = Field(
+        default=None,
+        description="Whether live traffic still looks like the calibration data, so the "
+        "threshold's guarantee still holds (see docs/calibration-watch.md).",
+    )
 
 
 class ModelList(BaseModel):

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from service.api.deps import PredictorDep
 from service.api.errors import ERROR_RESPONSES
 from service.api.schemas import ModelList, ModelPublic
+from service.api.watch_schemas import watch_public
 from service.model import metrics_for
 from service.serving.predictor import Predictor
 from service.serving.registry import ModelEntry
@@ -40,6 +41,8 @@ def describe(predictor: Predictor, entry: ModelEntry) -> ModelPublic:
     out = ModelPublic(
         name=entry.name, ready=entry.ready, reason=entry.reason, reload_error=entry.reload_error
     )
+    if predictor.watches is not None:
+        out.calibration_watch = watch_public(predictor.watches.view(entry.name))
     m = entry.manifest
     if m is None:
         return out

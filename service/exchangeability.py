@@ -1,0 +1,221 @@
+"""An online test that live uncertainty scores are still exchangeable with the reference scores.
+
+Pure maths (numpy and scipy only). The calibrated threshold's guarantee assumes live traffic is
+exchangeable with the held-out rows it was calibrated on; this module tests that assumption one
+score at a time, with a false-alarm probability bounded by alpha over the whole stream.
+
+Conformal p-values. The reference scores come first in the sequence, then each live score. Live
+score s_t gets the smoothed conformal p-value against every score before it *and itself*:
+
+    p_t = (#{earlier scores > s_t} + theta_t * (#{earlier scores == s_t} + 1)) / (n_seen + 1)
+
+with theta_t uniform on [0, 1]. Under exchangeability of the whole sequence these p-values are
+independent and uniform on [0, 1] (Vovk, Gammerman and Shafer, "Algorithmic Learning in a Random
+World", ch. 7), and small p-values mean larger uncertainty than before: the test is one-sided,
+towards the drift that voids the threshold's guarantee. Ranking against a *fixed* reference set
+instead would give p-values that are only uniform on average over reference sets, and a long
+stream could then drift the martingale up with no shift at all; hence each live score joins the
+pool it is ranked against.
+
+Scores are ranked by bin: the bin edges are (at most MAX_BINS quantiles of) the reference
+scores. A bin index is a fixed function of the score, so it is itself a valid score and the
+p-values above stay exactly uniform; ties inside a bin are broken by theta. A Fenwick tree keeps
+the counts, so a rank costs O(log bins) however long the stream.
+
+Test martingale. A one-sided "simple jumper" (Vovk et al., "Retrain or not retrain: conformal
+test martingales for change-point detection", 2021): capital spread over betting functions
+f_k(p) = 1 + k (1 - 2p), k in KAPPAS, each of mean 1 under a uniform p, so it only bets that
+p-values are small; before every step a fraction JUMP of the capital is shared out evenly again,
+so the bettor follows a shift that starts late. The total capital M_t is a nonnegative
+martingale from M_0 = 1 under exchangeability, so by Ville's inequality
+P(sup_t M_t >= 1/alpha) <= alpha: an alarm at M_t >= 1/alpha is false with probability at most
+alpha, however long the stream runs.
+
+Beside it, a windowed referral rate (the last `window` tested scores over the threshold) with its
+two-sided Clopper-Pearson interval at level 1 - alpha, to compare with the calibrated referral
+rate. The interval is an indicator only: it is re-read at every look, so it has no stream-wide
+guarantee; the status comes from the martingale alone.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from bisect import bisect_left
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
+
+MAX_BINS = 2048  # bin edges kept from the reference: ranks at 1/2048 resolution are plenty
+KAPPAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # betting strengths; 0 keeps part of the capital safe
+JUMP = 0.01  # share of the capital redistributed before each step
+
+
+class RankCounter:
+    """Counts of binned scores in a Fenwick tree: how many seen scores are above a new one."""
+
+    def __init__(self, reference: NDArray[np.floating], max_bins: int = MAX_BINS) -> None:
+        ref = np.sort(np.asarray(reference, np.float64))
+        if len(ref) == 0 or not np.all(np.isfinite(ref)):
+            raise ValueError("reference scores must be a non-empty set of finite numbers")
+        edges = np.unique(ref)
+        if len(edges) > max_bins:
+            edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, max_bins)))
+        self.edges: list[float] = edges.tolist()
+        self.size = len(self.edges) + 1  # bin i holds (edges[i-1], edges[i]]; the last, above all
+        self._tree = [0] * (self.size + 1)
+        self._counts = [0] * self.size
+        self.total = 0
+        bins, counts = np.unique(np.searchsorted(edges, ref, side="left"), return_counts=True)
+        for b, c in zip(bins.tolist(), counts.tolist(), strict=True):
+            self._add(b, c)
+
+    def bin_of(self, score: float) -> int:
+        return bisect_left(self.edges, score)
+
+    def _add(self, b: int, count: int) -> None:
+        self._counts[b] += count
+        self.total += count
+        i = b + 1
+        while i <= self.size:
+            self._tree[i] += count
+            i += i & -i
+
+    def at_most(self, b: int) -> int:
+        """How many counted scores fall in bins 0..b."""
+        s, i = 0, b + 1
+        while i > 0:
+            s += self._tree[i]
+            i -= i & -i
+        return s
+
+    def pvalue_then_add(self, score: float, theta: float) -> float:
+        """The smoothed conformal p-value of `score` (see the module docstring), then count it."""
+        b = self.bin_of(score)
+        greater = self.total - self.at_most(b)
+        p = (greater + theta * (self._counts[b] + 1)) / (self.total + 1)
+        self._add(b, 1)
+        return p
+
+
+class SimpleJumper:
+    """One-sided simple-jumper test martingale over p-values (small p = evidence)."""
+
+    def __init__(self, kappas: tuple[float, ...] = KAPPAS, jump: float = JUMP) -> None:
+        if not all(0.0 <= k <= 1.0 for k in kappas) or not 0.0 <= jump <= 1.0:
+            raise ValueError("kappas must lie in [0, 1] and jump in [0, 1]")
+        self.kappas = kappas
+        self.jump = jump
+        self.capital = [1.0 / len(kappas)] * len(kappas)
+        self.value = 1.0
+        self.peak = 1.0
+
+    def update(self, p: float) -> float:
+        share = self.jump * self.value / len(self.kappas)
+        keep = 1.0 - self.jump
+        bet = 1.0 - 2.0 * p
+        self.capital = [
+            (keep * c + share) * (1.0 + k * bet)
+            for c, k in zip(self.capital, self.kappas, strict=True)
+        ]
+        self.value = sum(self.capital)
+        if self.value > self.peak:
+            self.peak = self.value
+        return self.value
+
+
+def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """Two-sided (1 - alpha) Clopper-Pearson interval for a binomial proportion k / n."""
+    if n == 0:
+        return 0.0, 1.0
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class WatchSnapshot:
+    """What an operator reads: one look at the test."""
+
+    status: str  # "holding" or "shifted"
+    martingale: float
+    martingale_peak: float
+    alarm_level: float  # 1 / alpha
+    alpha: float
+    tested: int  # scores fed to the martingale
+    window_rows: int
+    window_referral_rate: float | None
+    window_band: tuple[float, float]  # Clopper-Pearson interval of the windowed rate
+    calibrated_referral_rate: float
+    referral_rate_in_band: bool  # the calibrated rate lies inside the interval
+
+
+class ExchangeabilityTest:
+    """Reference scores + a stream of live scores → a martingale, an alarm and a referral window.
+
+    `observe(score)` returns True exactly once: on the step the martingale first reaches
+    1 / alpha. The alarm then stays raised until a new test is started.
+    """
+
+    def __init__(
+        self,
+        reference: NDArray[np.floating],
+        threshold: float,
+        calibrated_referral_rate: float,
+        alpha: float = 0.01,
+        window: int = 500,
+        seed: int | None = None,
+    ) -> None:
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.alpha = alpha
+        self.threshold = threshold
+        self.calibrated_referral_rate = calibrated_referral_rate
+        self.ranks = RankCounter(reference)
+        self.martingale = SimpleJumper()
+        self.rng = random.Random(seed)
+        self.tested = 0
+        self.shifted = False
+        self._level = 1.0 / alpha
+        self._window: deque[bool] = deque(maxlen=window)
+        self._window_referred = 0
+
+    def observe(self, score: float) -> bool:
+        """Feed one score (NaN is skipped); True on the step the alarm is raised."""
+        if math.isnan(score):
+            return False
+        p = self.ranks.pvalue_then_add(score, self.rng.random())
+        m = self.martingale.update(p)
+        self.tested += 1
+        window = self._window
+        if len(window) == window.maxlen and window[0]:
+            self._window_referred -= 1
+        referred = score > self.threshold
+        window.append(referred)
+        self._window_referred += referred
+        if not self.shifted and m >= self._level:
+            self.shifted = True
+            return True
+        return False
+
+    def snapshot(self) -> WatchSnapshot:
+        n, k = len(self._window), self._window_referred
+        lo, hi = clopper_pearson(k, n, self.alpha)
+        return WatchSnapshot(
+            status="shifted" if self.shifted else "holding",
+            martingale=self.martingale.value,
+            martingale_peak=self.martingale.peak,
+            alarm_level=self._level,
+            alpha=self.alpha,
+            tested=self.tested,
+            window_rows=n,
+            window_referral_rate=k / n if n else None,
+            window_band=(lo, hi),
+            calibrated_referral_rate=self.calibrated_referral_rate,
+            referral_rate_in_band=lo <= self.calibrated_referral_rate <= hi,
+        )
