@@ -63,15 +63,19 @@ class RankCounter:
             raise ValueError("reference scores must be a non-empty set of finite numbers")
         edges = np.unique(ref)
         if len(edges) > max_bins:
-            edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, max_bins)))
+            # ref is sorted: evenly spaced order statistics are its quantiles, read by index.
+            edges = np.unique(ref[np.linspace(0, len(ref) - 1, max_bins).round().astype(int)])
         self.edges: list[float] = edges.tolist()
         self.size = len(self.edges) + 1  # bin i holds (edges[i-1], edges[i]]; the last, above all
-        self._tree = [0] * (self.size + 1)
-        self._counts = [0] * self.size
-        self.total = 0
-        bins, counts = np.unique(np.searchsorted(edges, ref, side="left"), return_counts=True)
-        for b, c in zip(bins.tolist(), counts.tolist(), strict=True):
-            self._add(b, c)
+        bins = np.searchsorted(edges, ref, side="left")
+        counts = np.bincount(bins, minlength=self.size)
+        self._counts: list[int] = counts.tolist()
+        self.total = int(counts.sum())
+        # Fenwick node i (1-based) holds the counts of bins i - lowbit(i) .. i - 1: built from
+        # prefix sums in one pass rather than by adding the reference one score at a time.
+        prefix = np.r_[0, np.cumsum(counts)]
+        i = np.arange(1, self.size + 1)
+        self._tree: list[int] = [0, *(prefix[i] - prefix[i - (i & -i)]).tolist()]
 
     def bin_of(self, score: float) -> int:
         return bisect_left(self.edges, score)
