@@ -20,19 +20,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 from sklearn.datasets import load_digits
 
+from service.shift import noise_images, upscaled_digits
+
 SEED = 0
-
-
-def upscaled_digits(n: int, rng: np.random.Generator) -> np.ndarray:
-    digits = load_digits().images  # (1797, 8, 8), 0..16
-    pick = digits[rng.choice(len(digits), size=min(n, len(digits)), replace=False)]
-    big = ndimage.zoom(pick / 16.0, (1, 2.5, 2.5), order=1)  # (n, 20, 20)
-    canvas = np.zeros((len(pick), 28, 28))
-    canvas[:, 4:24, 4:24] = np.clip(big, 0.0, 1.0)
-    return np.round(canvas * 255).astype(np.uint8)
 
 
 def main(test_npz: str, out: str, n: int = 1000) -> None:
@@ -43,11 +35,12 @@ def main(test_npz: str, out: str, n: int = 1000) -> None:
         x = np.asarray(z["x"]).reshape(-1, 28, 28)
     pick = x[rng.choice(len(x), size=min(n, len(x)), replace=False)]
     mean, std = float(x.mean()), float(x.std())
+    digits = load_digits().images  # (1797, 8, 8), 0..16
     sets = {
-        "ood-digits.npz": upscaled_digits(n, rng),
+        "ood-digits.npz": upscaled_digits(digits[rng.choice(len(digits), n, replace=False)]),
         "ood-rotated.npz": np.rot90(pick, k=1, axes=(1, 2)).copy(),
         "ood-inverted.npz": (255 - pick).astype(np.uint8),
-        "ood-noise.npz": np.clip(rng.normal(mean, std, (n, 28, 28)), 0, 255).astype(np.uint8),
+        "ood-noise.npz": noise_images(n, mean, std, rng),
     }
     for name, images in sets.items():
         np.savez_compressed(dest / name, x=images, y=np.zeros(len(images), np.int64))

@@ -1,4 +1,5 @@
-"""Dataset shift applied to images, at increasing intensity (pure numpy/scipy).
+"""Dataset shift applied to images, at increasing intensity, and out-of-distribution images
+(pure numpy/scipy).
 
 `rotate`: every image turned by the angle in degrees (bilinear, same size, corners filled with
 the background 0). `noise`: additive Gaussian noise with a standard deviation given as a fraction
@@ -41,3 +42,25 @@ def shifted(
         noise = rng.normal(0.0, intensity * pixel_range, x.shape) if intensity else 0.0
         return np.clip(x + noise, 0.0, pixel_range)
     raise ValueError(f"--shift: expected one of {list(SHIFTS)}, got '{kind}'")
+
+
+def upscaled_digits(digits: NDArray[np.floating], size: int = 28) -> NDArray[np.uint8]:
+    """scikit-learn's 8x8 digits (0..16) as MNIST-like images: upscaled to 20x20 (bilinear) and
+    centred on a black size x size canvas, grey levels 0..255."""
+    x = np.asarray(digits, np.float64).reshape(-1, 8, 8) / 16.0
+    big = ndimage.zoom(x, (1, 2.5, 2.5), order=1)
+    canvas = np.zeros((len(x), size, size))
+    off = (size - 20) // 2
+    canvas[:, off : off + 20, off : off + 20] = np.clip(big, 0.0, 1.0)
+    out: NDArray[np.uint8] = np.round(canvas * 255).astype(np.uint8)
+    return out
+
+
+def noise_images(
+    n: int, mean: float, std: float, rng: np.random.Generator, size: int = 28
+) -> NDArray[np.uint8]:
+    """Gaussian noise images with a given grey-level mean and std, clipped to 0..255."""
+    out: NDArray[np.uint8] = np.clip(rng.normal(mean, std, (n, size, size)), 0, 255).astype(
+        np.uint8
+    )
+    return out
