@@ -22,14 +22,15 @@ scores. A bin index is a fixed function of the score, so it is itself a valid sc
 p-values above stay exactly uniform; ties inside a bin are broken by theta. A Fenwick tree keeps
 the counts, so a rank costs O(log bins) however long the stream.
 
-Test martingale. A one-sided "simple jumper" (Vovk et al., "Retrain or not retrain: conformal
-test martingales for change-point detection", 2021): capital spread over betting functions
-f_k(p) = 1 + k (1 - 2p), k in KAPPAS, each of mean 1 under a uniform p, so it only bets that
-p-values are small; before every step a fraction JUMP of the capital is shared out evenly again,
-so the bettor follows a shift that starts late. The total capital M_t is a nonnegative
-martingale from M_0 = 1 under exchangeability, so by Ville's inequality
-P(sup_t M_t >= 1/alpha) <= alpha: an alarm at M_t >= 1/alpha is false with probability at most
-alpha, however long the stream runs.
+Test martingale. Betting functions f_k(p) = 1 + k (1 - 2p), k in KAPPAS, each of mean 1
+under a uniform p, so they only bet that p-values are small; mixed over the strengths and over
+the step at which a change might start (ChangePointMixture), in the spirit of the conformal
+change-point martingales of Vovk et al. ("Retrain or not retrain: conformal test martingales
+for change-point detection", 2021). M_t is a nonnegative martingale from M_0 = 1 under
+exchangeability, so by Ville's inequality P(sup_t M_t >= 1/alpha) <= alpha: an alarm at
+M_t >= 1/alpha is false with probability at most alpha, however long the stream runs. After the
+alarm the martingale is frozen (the alarm is sticky, and a product of bets over a long shift
+would overflow a float).
 
 Beside it, a windowed referral rate (the last `window` tested scores over the threshold) with its
 two-sided Clopper-Pearson interval at level 1 - alpha, to compare with the calibrated referral
@@ -50,8 +51,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 MAX_BINS = 2048  # bin edges kept from the reference: ranks at 1/2048 resolution are plenty
-KAPPAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # betting strengths; 0 keeps part of the capital safe
-JUMP = 0.01  # share of the capital redistributed before each step
+KAPPAS = (0.25, 0.5, 0.75, 1.0)  # betting strengths: f_k(p) = 1 + k (1 - 2p)
 
 
 class RankCounter:
@@ -105,27 +105,39 @@ class RankCounter:
         return p
 
 
-class SimpleJumper:
-    """One-sided simple-jumper test martingale over p-values (small p = evidence)."""
+class ChangePointMixture:
+    """One-sided test martingale over p-values (small p = evidence), mixed over start times.
 
-    def __init__(self, kappas: tuple[float, ...] = KAPPAS, jump: float = JUMP) -> None:
-        if not all(0.0 <= k <= 1.0 for k in kappas) or not 0.0 <= jump <= 1.0:
-            raise ValueError("kappas must lie in [0, 1] and jump in [0, 1]")
+    For a change that starts at step s, the martingale M_s,t = prod_{r=s..t} f_k(p_r) bets from s
+    on. Not knowing s, it holds all of them at once with prior weights w_s = 1/(s(s+1)) (which
+    sum to 1), and the strengths k in KAPPAS with equal weights:
+
+        M_t = mean_k [ sum_{s<=t} w_s M^k_s,t ] + sum_{s>t} w_s
+
+    (a start not reached yet is a bet of 1). A mixture of test martingales is one, so Ville's
+    inequality applies to M_t. The inner sum obeys A_t = (A_{t-1} + w_t) f(p_t): O(1) a step.
+    A long quiet stream cannot bury the statistic (M_t >= 1/(t+1), and a change at s is found as
+    soon as M_s,t passes 1/(alpha w_s), about 2 log s nats later than one at the start), where a
+    single running product would first have to climb back from wherever it drifted.
+    """
+
+    def __init__(self, kappas: tuple[float, ...] = KAPPAS) -> None:
+        if not kappas or not all(0.0 < k <= 1.0 for k in kappas):
+            raise ValueError("kappas must lie in (0, 1]")
         self.kappas = kappas
-        self.jump = jump
-        self.capital = [1.0 / len(kappas)] * len(kappas)
+        self.started = [0.0] * len(kappas)  # A_t for each strength
+        self.steps = 0
         self.value = 1.0
         self.peak = 1.0
 
     def update(self, p: float) -> float:
-        share = self.jump * self.value / len(self.kappas)
-        keep = 1.0 - self.jump
+        self.steps = t = self.steps + 1
+        w = 1.0 / (t * (t + 1.0))
         bet = 1.0 - 2.0 * p
-        self.capital = [
-            (keep * c + share) * (1.0 + k * bet)
-            for c, k in zip(self.capital, self.kappas, strict=True)
+        self.started = [
+            (a + w) * (1.0 + k * bet) for a, k in zip(self.started, self.kappas, strict=True)
         ]
-        self.value = sum(self.capital)
+        self.value = sum(self.started) / len(self.kappas) + 1.0 / (t + 1.0)
         if self.value > self.peak:
             self.peak = self.value
         return self.value
@@ -181,7 +193,7 @@ class ExchangeabilityTest:
         self.threshold = threshold
         self.calibrated_referral_rate = calibrated_referral_rate
         self.ranks = RankCounter(reference)
-        self.martingale = SimpleJumper()
+        self.martingale = ChangePointMixture()
         self.rng = random.Random(seed)
         self.tested = 0
         self.shifted = False
@@ -193,8 +205,6 @@ class ExchangeabilityTest:
         """Feed one score (NaN is skipped); True on the step the alarm is raised."""
         if math.isnan(score):
             return False
-        p = self.ranks.pvalue_then_add(score, self.rng.random())
-        m = self.martingale.update(p)
         self.tested += 1
         window = self._window
         if len(window) == window.maxlen and window[0]:
@@ -202,7 +212,10 @@ class ExchangeabilityTest:
         referred = score > self.threshold
         window.append(referred)
         self._window_referred += referred
-        if not self.shifted and m >= self._level:
+        if self.shifted:  # the alarm is sticky; the martingale stays at its alarm value
+            return False
+        p = self.ranks.pvalue_then_add(score, self.rng.random())
+        if self.martingale.update(p) >= self._level:
             self.shifted = True
             return True
         return False

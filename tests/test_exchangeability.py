@@ -10,9 +10,9 @@ from scipy import stats
 
 from service.artifact import read_manifest
 from service.exchangeability import (
+    ChangePointMixture,
     ExchangeabilityTest,
     RankCounter,
-    SimpleJumper,
     clopper_pearson,
 )
 from service.reference import load_reference
@@ -56,16 +56,32 @@ def test_larger_uncertainty_gives_small_pvalues() -> None:
     assert counter.pvalue_then_add(-5.0, 0.5) > 0.99
 
 
-def test_jumper_keeps_its_capital_at_an_uninformative_pvalue_and_grows_on_small_ones() -> None:
-    m = SimpleJumper()
-    assert m.update(0.5) == pytest.approx(1.0)  # every bet pays exactly 1 at p = 1/2
-    for _ in range(10):
+def test_martingale_is_fair_at_an_uninformative_pvalue_and_grows_on_small_ones() -> None:
+    m = ChangePointMixture()
+    for _ in range(5):
+        assert m.update(0.5) == pytest.approx(1.0)  # every bet pays exactly 1 at p = 1/2
+    for _ in range(12):
         m.update(0.0)
-    assert m.value > 100  # the strongest bet doubles, less what the jumps share out
+    assert m.value > 100
     # Mean one under uniform p: the integral of each betting function over [0, 1] is 1.
     grid = (np.arange(10_000) + 0.5) / 10_000
     for k in m.kappas:
         assert float(np.mean(1 + k * (1 - 2 * grid))) == pytest.approx(1.0)
+
+
+def test_a_long_quiet_stream_does_not_bury_a_later_change() -> None:
+    m = ChangePointMixture()
+    quiet = 20_000
+    for p in np.random.default_rng(0).random(quiet).tolist():
+        m.update(p)
+    assert m.value >= 1 / (quiet + 1)  # the starts not reached yet still hold their weight
+    rows = 0
+    while m.value < 100:
+        m.update(0.0)
+        rows += 1
+    # The start at the change alone, s = quiet + 1, weight w_s = 1/(s(s+1)), k = 1 doubling per
+    # row, a quarter of the capital: w_s 2^d / 4 >= 100 once 2^d >= 400 s (s+1), d = 38.
+    assert rows <= 38
 
 
 def test_alarm_is_raised_once_and_stays() -> None:

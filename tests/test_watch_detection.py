@@ -75,10 +75,10 @@ def test_ood_traffic_is_detected_within_a_bounded_number_of_rows(
     print(f"{name}: median rows to alarm {np.median(pure):g} (all OOD), "
           f"{np.median(mixed):g} (30% OOD)")  # fmt: skip
     assert max(pure) <= MAX_ROWS and max(mixed) <= MAX_ROWS  # every stream alarms
-    # All OOD: when every p-value is near 0, the strongest bet (k = 1) nearly doubles per row,
-    # minus the 1% jump: M >= (1/5) (2 * 0.99)^t reaches 100 at t = log 500 / log 1.98 = 9.1.
-    # 15 leaves room for OOD rows that rank among the held-out ones.
+    # All OOD: when every p-value is near 0, the strongest bet (k = 1) nearly doubles per row:
+    # from the first start (weight 1/2, a quarter of the capital) M >= 2^t / 8 reaches 100 at
+    # t = log2 800 = 9.6. 15 leaves room for OOD rows that rank among the held-out ones.
     assert np.median(pure) <= 15
     # 30% OOD: the k = 0.5 bet grows by 0.3 log 1.5 + 0.7 E[log(1 + 0.5 (1 - 2U))] = 0.122 -
-    # 0.032 = 0.09 per row if OOD p-values were 0, so log 500 / 0.09 = 69 rows; bound at 4x.
+    # 0.032 = 0.09 per row if OOD p-values were 0, so log 800 / 0.09 = 74 rows; bound near 4x.
     assert np.median(mixed) <= 280
