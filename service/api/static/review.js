@@ -258,8 +258,8 @@ async function showWatch() {
     const w = m.calibration_watch;
     return el("p", { text: `Calibration shifted for model ${m.name} (version ${m.version}): live ` +
       `uncertainty no longer looks like the data its threshold was calibrated on ` +
-      `(martingale ${fmt(w.martingale)} ≥ ${fmt(w.alarm_level)} after ${w.requests_tested} ` +
-      `requests, since ${w.shifted_at}). Referral rates and errors may exceed what was certified.` });
+      `(test martingale ${fmt(w.martingale)} ≥ ${fmt(w.alarm_level)} since ${w.shifted_at}). ` +
+      `Referral rates and errors may exceed what was certified.` });
   }));
 }
 
