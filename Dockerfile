@@ -1,8 +1,14 @@
-# mcdrop: MC dropout uncertainty serving. CPU base by default; for CUDA build with
-#   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-runtime-ubuntu22.04 ...
-# (a CUDA base needs python3.11 and pip on it, and TORCH_SPEC set to a CUDA wheel).
+# mcdrop: MC dropout uncertainty serving. A CPU image by default:
+#   docker build -t mcdrop .
+# A CUDA image: the same Python base, torch's CUDA build from PyPI (it carries the CUDA runtime
+# libraries as wheels; the host needs the NVIDIA driver and container toolkit), see docs/gpu.md:
+#   docker build --build-arg TORCH_INDEX_URL=https://pypi.org/simple -t mcdrop:gpu .
+# BASE_IMAGE may name any image with python3.11+ and pip on it.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
+# Where torch==2.13.0 (constraints.txt) comes from: the CPU wheel index by default (on PyPI,
+# Linux x86_64 torch is the multi-GB CUDA build).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -19,7 +25,7 @@ WORKDIR /app
 # Same install as the README: the package with torch pinned through constraints.txt.
 COPY pyproject.toml constraints.txt README.md ./
 COPY service ./service
-RUN pip install --no-cache-dir -c constraints.txt . \
+RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt . \
     && useradd --create-home --uid 10001 mcdrop \
     && mkdir -p /var/lib/mcdrop && chown 10001 /var/lib/mcdrop
 

@@ -1,11 +1,13 @@
 # The two commands a new machine needs: `make serve` and `make test`. Both create the virtual
-# environment on first use, installing with torch pinned by constraints.txt (CPU wheel).
+# environment on first use, with torch pinned by constraints.txt: the build the package index
+# serves (on Linux, PyPI's is the CUDA one). For a CPU-only host, first install
+# `torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu` into .venv (see README).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install serve test lint format models models-small models-fashion clean
+.PHONY: install serve test lint format models models-small models-fashion fashion-data clean
 
 install: $(STAMP)
 
@@ -19,12 +21,13 @@ serve: install
 	$(BIN)/mcdrop serve
 
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov=service --cov-report=term:skip-covered
 
 lint: install
 	$(BIN)/ruff check service tests bench scripts
 	$(BIN)/ruff format --check service tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 format: install
@@ -33,7 +36,10 @@ format: install
 
 # Reproduce the shipped models (deterministic on the CPU for a given seed). `models-small`
 # takes seconds; `models-fashion` trains the convnet (41 min on 2 shared, busy cores).
-FASHION_SRC ?= ../shared/data/fashion-mnist
+# FASHION_SRC: the folder of the Fashion-MNIST idx files; empty: look where Debian's
+# dataset-fashion-mnist package puts them (see docs/data.md).
+FASHION_SRC ?=
+FASHION_DATA := $(if $(FASHION_SRC),--data $(FASHION_SRC))
 FASHION_TARGET ?= --target-error 0.03
 DATA := build/data
 
@@ -54,8 +60,13 @@ models-small: install
 		--max-referral-rate 0.2 --metric std
 	$(BIN)/mcdrop calibrate digits --data $(DATA)/digits-heldout.npz --target-error 0.05
 
-models-fashion: install
-	$(BIN)/python scripts/fashion_mnist_split.py $(FASHION_SRC) $(DATA)
+# Checks for the data first (standard library only), so a missing file is reported before any
+# install or training.
+fashion-data:
+	$(PYTHON) scripts/fashion_mnist_split.py --check $(FASHION_DATA)
+
+models-fashion: fashion-data install
+	$(BIN)/python scripts/fashion_mnist_split.py $(FASHION_DATA) $(DATA)
 	$(BIN)/mcdrop train $(DATA)/fashion-train.npz --task classification --arch convnet \
 		--out models/fashion-mnist --channels 16 32 --hidden 128 --layers 2 --dropout 0.25 \
 		--input-scale 0.00392156862745098 --val-fraction 0 --epochs 8 --batch-size 128 --seed 0

@@ -1,58 +1,57 @@
 #!/usr/bin/env bash
-# Part f: the torch engine on a CUDA card, in under 5 minutes. Not run in CI (no GPU here).
-#   1. statistical agreement of CUDA samples with the CPU engine (independent seeds: means within
-#      5 standard errors, variance ratio within 1 +- 0.1 at T=4000);
-#   2. achieved TFLOP/s of the MC forward against the mask-free chain of the same products, for
-#      float32, TF32 and bf16, at (N, T) = (32, 50), (256, 30), (1024, 100).
-# Usage: bench/gpu.sh   (from the repository root, with .venv holding a CUDA build of torch)
+# The torch engine on a CUDA device, in one command (about 5 minutes on one H200):
+#   1. installs the service's packages the machine lacks from build/gpu-wheels (made beforehand,
+#      where a package index is reachable, by bench/gpu-wheels.sh) into build/gpu-site, offline;
+#   2. runs the CUDA tests (skipped where there is no device) and the mask and engine tests;
+#   3. runs bench/gpu_check.py: correctness checks (mask bits, same seed, batched == alone,
+#      chunk invariance, adaptive rounds, CPU == GPU, on the reference MLP and the Fashion-MNIST
+#      convnet) and figures (TFLOP/s of the MC pass against the mask-free chain for float32,
+#      TF32 and bf16; HTTP requests/s at concurrency 64 against the GPU compute ceiling).
+# Writes $OUT/gpu.json (default OUT=build/gpu-results) and $OUT/pytest.txt; exits non-zero when a
+# test or a check fails. Usage, from anywhere:
+#   PY=python3 OUT=/tmp/results bench/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-timeout 300 "$PY" - <<'PY'
-import sys, time, numpy as np, torch
-from torch import nn
-sys.path.insert(0, "bench")
-from perf import reference_mlp
-from service.engines.base import SampleJob
-from service.engines.torch_engine import TorchEngine
-from service.nets import MCDropout
+PY=${PY:-python3}
+OUT=${OUT:-build/gpu-results}
+mkdir -p "$OUT"
+SITE=build/gpu-site
+NEEDED="pydantic pydantic_settings fastapi starlette uvicorn sqlalchemy alembic tqdm yaml"
 
-if not torch.cuda.is_available():
-    sys.exit("bench/gpu.sh: torch sees no CUDA device")
-print(torch.cuda.get_device_name(0), "torch", torch.__version__)
-net = reference_mlp(64)
-cpu = TorchEngine(net, [64], "cpu")
-gpu = TorchEngine(net, [64], "cuda", max_activation_mb=4096)
-x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
-T = 4000
-a = cpu.sample_many([SampleJob(x, T, 1)])[0].astype(np.float64)
-b = gpu.sample_many([SampleJob(x, T, 2)])[0].astype(np.float64)
-z = np.abs(a.mean(0) - b.mean(0)) / np.sqrt((a.var(0) + b.var(0)) / T)
-ratio = b.var(0) / a.var(0)
-ok = z.max() < 5 and np.abs(ratio - 1).max() < 0.1
-print(f"agreement: max z {z.max():.2f} (< 5), variance ratio {ratio.min():.3f}-{ratio.max():.3f}"
-      f" -> {'OK' if ok else 'FAIL'}")
+missing() {
+  "$PY" - "$@" <<'PYCODE'
+import importlib.util, sys
+print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))
+PYCODE
+}
 
-flop_per_row = 2 * (64 * 1024 + 2 * 1024 * 1024 + 1024 * 10)
-def timed(f, reps=20):
-    f(); torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter(); f(); torch.cuda.synchronize(); ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+export PYTHONPATH="$PWD:$PWD/$SITE${PYTHONPATH:+:$PYTHONPATH}"
+if [ -n "$(missing $NEEDED)" ]; then
+  if ! ls build/gpu-wheels/*.whl >/dev/null 2>&1; then
+    echo "bench/gpu.sh: missing $(missing $NEEDED) and no wheels in build/gpu-wheels;" \
+      "run bench/gpu-wheels.sh where PyPI is reachable and bring build/gpu-wheels along" >&2
+    exit 2
+  fi
+  echo "== installing $(missing $NEEDED) from build/gpu-wheels into $SITE"
+  # Without pip, or if pip refuses: a wheel is a zip archive laid out for site-packages.
+  "$PY" -m pip install --quiet --no-index --find-links build/gpu-wheels --target "$SITE" \
+    build/gpu-wheels/*.whl \
+    || "$PY" -c 'import glob, sys, zipfile
+for w in glob.glob("build/gpu-wheels/*.whl"): zipfile.ZipFile(w).extractall(sys.argv[1])' "$SITE"
+  still=$(missing $NEEDED)
+  if [ -n "$still" ]; then echo "bench/gpu.sh: still missing: $still" >&2; exit 2; fi
+fi
 
-for precision in ("float32", "tf32", "bf16"):
-    eng = TorchEngine(net, [64], "cuda", max_activation_mb=4096, precision=precision)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)]).cuda().to(dtype)
-    for n, t in [(32, 50), (256, 30), (1024, 100)]:
-        xn = np.random.default_rng(1).standard_normal((n, 64)).astype(np.float32)
-        stacked = torch.from_numpy(np.tile(xn, (t, 1))).cuda().to(dtype)
-        with torch.inference_mode():
-            mc = timed(lambda: eng.sample_many([SampleJob(xn, t, 1)]))
-            chain = timed(lambda: plain(stacked).float().cpu())
-        tf = lambda s: n * t * flop_per_row / s / 1e12
-        print(f"{precision:>7} N={n:<5} T={t:<4} MC {mc*1e3:8.2f} ms {tf(mc):7.2f} TFLOP/s | "
-              f"chain {chain*1e3:8.2f} ms {tf(chain):7.2f} TFLOP/s | ratio {mc/chain:.2f}")
-    torch.backends.cuda.matmul.allow_tf32 = False
-PY
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+  torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
+
+status=0
+echo "== tests"
+timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_masks.py tests/test_mc_kernel.py \
+  tests/test_engine.py tests/serving/test_adaptive_serving.py tests/api/test_models.py \
+  2>&1 | tee "$OUT/pytest.txt" | tail -15 || status=1
+echo "== checks and figures"
+(cd bench && timeout 420 "$PY" gpu_check.py --out "$(cd .. && realpath "$OUT")/gpu.json") \
+  || status=1
+echo "results in $OUT/gpu.json; exit status $status"
+exit $status

@@ -1,7 +1,7 @@
 """Service settings, read from the environment with the prefix MCDROP_ (MCDROP_PORT=9000 ...).
 
 Every default is safe for a single machine: loopback only, bounded request sizes. Add a field
-with a type, a default and a docstring under it; the README's configuration table lists them all.
+with a type, a default and a docstring under it; docs/configuration.md lists them all.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ class Settings(BaseSettings):
 
     engine: Literal["torch", "onnx"] = "torch"
     """MC engine used for every model."""
+
+    precision: Literal["float32", "tf32", "bf16"] = "float32"
+    """Matrix products of the torch engine on CUDA: float32, TF32 tensor cores (float32
+    storage) or bfloat16. The CPU runs float32 only; another value is refused at load."""
 
     max_activation_mb: float = Field(default=256.0, gt=0)
     """Memory budget of one batched pass; larger T×N is cut into chunks under it."""

@@ -43,3 +43,31 @@ def linear_model_dir(
     )
     save_artifact(folder, manifest, net)
     return folder
+
+
+def linear_classifier_dir(
+    folder: Path, weight: np.ndarray, bias: np.ndarray, input_rate: float
+) -> Path:
+    """K classes from one input with dropout: logits = w·(m·x)/keep + b, so each MC sample's
+    softmax is exactly one of two vectors, softmax(w·x/keep + b) (prob keep) or softmax(b)."""
+    k = weight.size
+    arch = MLPArchitecture(input_dim=1, hidden=[], output_dim=k)
+    dropout = DropoutSpec(input_rate=input_rate, hidden_rate=0.5)
+    net = build_net(arch, dropout)
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor(weight, dtype=torch.float32).reshape(k, 1))
+        net[1].bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    manifest = Manifest(
+        name=folder.name,
+        task="classification",
+        architecture=arch,
+        dropout=dropout,
+        input_shape=[1],
+        output_names=[f"c{i}" for i in range(k)],
+        normalization=Normalization(x_mean=[0.0], x_std=[1.0]),
+        uncertainty_metric="predictive_entropy",
+        threshold=1.0,
+        weights=WeightsRef(sha256="0" * 64),
+    )
+    save_artifact(folder, manifest, net)
+    return folder

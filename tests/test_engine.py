@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from service import load_model
-from service.engines import masks
 from service.engines.base import SampleJob, plan_chunks
 from service.errors import InactiveDropout
 from tests.helpers import linear_model_dir
@@ -109,37 +108,6 @@ def test_rounds_continue_the_same_stream(tiny_regression_dir: Path) -> None:
     first = model.engine.sample_many([SampleJob(x, 10, 5)])[0]
     rest = model.engine.sample_many([SampleJob(x, 20, 5, first_sample=10)])[0]
     np.testing.assert_allclose(np.concatenate([first, rest]), whole, rtol=1e-5, atol=1e-6)
-
-
-def test_keep_threshold_quantisation_is_below_1e4() -> None:
-    for keep in np.linspace(0.01, 0.99, 99):
-        assert abs(masks.quantised_keep(float(keep)) - keep) < 1e-4
-
-
-@pytest.mark.parametrize("keep", [0.5, 0.9, 0.95])
-def test_empirical_keep_rate(keep: float) -> None:
-    """n = 2e6 mask elements; the kept fraction has SE sqrt(p(1-p)/n) (~2e-4 at p=0.9)."""
-    n = 2_000_000
-    dropped = masks.drop_mask(seed=11, site=0, offset=3, count=n, keep_prob=keep)
-    rate = 1.0 - dropped.mean()
-    assert abs(rate - keep) < 5 * np.sqrt(keep * (1 - keep) / n) + 1e-5
-
-
-def test_mask_offsets_address_the_same_stream() -> None:
-    whole = masks.uniform_lanes(5, 2, 0, 1000)
-    for offset in (1, 3, 4, 517):
-        np.testing.assert_array_equal(
-            masks.uniform_lanes(5, 2, offset, 100), whole[offset : offset + 100]
-        )
-
-
-def test_gaussian_noise_has_the_right_moments() -> None:
-    """N(1, (1-p)/p): mean SE sqrt(v/n); variance SE sqrt(2/n) v for a normal."""
-    n, keep = 400_000, 0.8
-    g = masks.gaussian_noise(3, 1, 0, n, keep).astype(np.float64)
-    v = (1 - keep) / keep
-    assert abs(g.mean() - 1.0) < 5 * np.sqrt(v / n)
-    assert abs(g.var() - v) < 5 * np.sqrt(2 / n) * v
 
 
 def test_plan_chunks_respects_the_budget_and_covers_every_sample() -> None:

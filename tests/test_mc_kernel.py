@@ -8,81 +8,24 @@ import torch
 
 from service.artifact import DropoutSpec, MLPArchitecture
 from service.engines import masks
-from service.engines.base import SampleJob, Segment, plan_chunks, replication_index
+from service.engines.base import SampleJob, Segment, chunk_rows, plan_chunks, replication_index
 from service.engines.torch_engine import TorchEngine
 from service.nets import build_mlp
 
 
-def _engine(max_activation_mb: float = 256.0, input_rate: float = 0.1) -> TorchEngine:
+def _engine(
+    max_activation_mb: float = 256.0, input_rate: float = 0.1, noise: str = "bernoulli"
+) -> TorchEngine:
     torch.manual_seed(0)
     net = build_mlp(
         MLPArchitecture(input_dim=5, hidden=[32, 32], output_dim=3),
-        DropoutSpec(input_rate=input_rate, hidden_rate=0.2),
+        DropoutSpec(noise=noise, input_rate=input_rate, hidden_rate=0.2),  # type: ignore[arg-type]
     )
     return TorchEngine(net, [5], "cpu", max_activation_mb)
 
 
 def _x(rows: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((rows, 5)).astype(np.float32)
-
-
-def test_keep_rate_is_exact_within_binomial_error() -> None:
-    # 2^22 independent Bernoulli(0.9) draws: SE = sqrt(0.9 * 0.1 / 2^22) = 1.46e-4; the threshold
-    # quantisation adds at most 2^-17 = 7.6e-6. 5 SE is a false alarm once in ~1.7 million runs.
-    n = 1 << 22
-    keep = np.empty(n, np.bool_)
-    masks.fill_keep(keep, [masks.MaskPiece(seed=3, site=1, offset=11, count=n, dest=0)], 0.9)
-    assert abs(masks.quantised_keep(0.9) - 0.9) < 1e-4
-    assert abs(keep.mean() - 0.9) < 5 * np.sqrt(0.9 * 0.1 / n) + 2**-17
-
-
-def test_filling_in_parts_and_threads_gives_the_same_mask() -> None:
-    pieces = [masks.MaskPiece(5, 1, 7, 300_001, 0), masks.MaskPiece(9, 2, 3, 300_002, 300_001)]
-    ref = np.empty(600_003, np.bool_)
-    masks.fill_keep(ref, pieces, 0.8)
-    # The first piece equals the historical lane definition: keep iff lane < round(keep * 2^16).
-    assert np.array_equal(ref[:300_001], ~masks.drop_mask(5, 1, 7, 300_001, 0.8))
-    for parts in (2, 3, 7):
-        out = np.zeros_like(ref)
-        for part in masks.split_pieces(pieces, parts):
-            masks.fill_keep(out, part, 0.8)
-        assert np.array_equal(out, ref)
-    out = np.zeros_like(ref)
-    masks.MaskFiller(2).fill(out, pieces, 0.8)
-    assert np.array_equal(out, ref)
-    # Applied in place (the torch engine's path), the same decisions zero the same elements,
-    # alone and split over threads; kept elements are untouched.
-    h = np.arange(1, ref.size + 1, dtype=np.float32)
-    for filler in (masks.MaskFiller(1), masks.MaskFiller(2)):
-        applied = h.copy()
-        filler.apply(applied, pieces, 0.8)
-        assert np.array_equal(applied, np.where(ref, h, 0.0))
-
-
-def test_small_pieces_are_packed_without_changing_a_decision() -> None:
-    # A batch of one-row requests: many small pieces end to end (packed into one block), one
-    # starting mid-word, a gap before the last one (the packed run must end there), and a piece
-    # larger than half a block (applied without packing). Each must match fill_keep exactly.
-    pieces, dest = [], 0
-    for i in range(40):
-        count = 1_000 + 37 * i
-        pieces.append(masks.MaskPiece(seed=100 + i, site=1, offset=3 * i, count=count, dest=dest))
-        dest += count
-    dest += 5  # the gap: these 5 elements belong to no piece and must stay untouched
-    pieces.append(masks.MaskPiece(seed=7, site=2, offset=0, count=150_000, dest=dest))
-    dest += 150_000
-    pieces.append(masks.MaskPiece(seed=8, site=2, offset=1, count=999, dest=dest))
-    total = dest + 999
-    ref = np.zeros(total, np.bool_)
-    masks.fill_keep(ref, pieces, 0.8)
-    covered = np.zeros(total, np.bool_)
-    for p in pieces:
-        covered[p.dest : p.dest + p.count] = True
-    h = np.arange(1, total + 1, dtype=np.float32)
-    applied = h.copy()
-    masks.apply_keep(applied, pieces, 0.8)
-    assert np.array_equal(applied, np.where(ref | ~covered, h, 0.0))
-    assert 0 < (~ref[covered]).mean() < 0.5  # some were dropped
 
 
 def test_replication_index_copies_each_row_over_its_samples() -> None:
@@ -97,11 +40,35 @@ def test_replication_index_copies_each_row_over_its_samples() -> None:
     assert replication_index([Segment(1, 0, 3)], jobs).tolist() == [2, 2, 2]
 
 
+def test_chunk_rows_name_each_stacked_rows_seed_row_and_sample() -> None:
+    jobs = [
+        SampleJob(_x(2), 3, seed=10),
+        SampleJob(_x(1), 4, seed=11, first_sample=5),
+        SampleJob(_x(3), 2, seed=12, row_ids=np.array([7, 2, 9])),
+    ]
+    chunk = [Segment(0, 1, 3), Segment(1, 0, 4), Segment(2, 0, 1)]
+    rows = chunk_rows(chunk, jobs)
+    seeds = [rows.seeds[i] for i in rows.seed_index]
+    slots = [(int(s) // masks.SAMPLE_SPAN, int(s) % masks.SAMPLE_SPAN) for s in rows.slots]
+    assert seeds == [10] * 4 + [11] * 4 + [12] * 3
+    expected = [(0, 1), (1, 1), (0, 2), (1, 2), (0, 5), (0, 6), (0, 7), (0, 8)]
+    assert slots == [*expected, (7, 0), (2, 0), (9, 0)]
+    # A chunk of one segment (a request alone, or a later chunk of a batch) takes a shortcut,
+    # and must still name that job's seed, not the first job's.
+    alone = chunk_rows([Segment(2, 1, 2)], jobs)
+    assert [alone.seeds[i] for i in alone.seed_index] == [12] * 3
+    assert [int(s) % masks.SAMPLE_SPAN for s in alone.slots] == [1, 1, 1]
+    assert [int(s) // masks.SAMPLE_SPAN for s in alone.slots] == [7, 2, 9]
+
+
 def test_same_seed_same_samples_alone_batched_and_chunked() -> None:
     eng = _engine()
     a, b = _x(3, 1), _x(2, 2)
     alone = eng.sample_many([SampleJob(a, 40, seed=7)])[0]
     batched = eng.sample_many([SampleJob(b, 25, seed=8), SampleJob(a, 40, seed=7)])[1]
+    eng.max_rows = 60  # the second request's later samples run in chunks of their own
+    batched_chunked = eng.sample_many([SampleJob(b, 25, seed=8), SampleJob(a, 40, seed=7)])[1]
+    np.testing.assert_allclose(batched_chunked, alone, rtol=1e-5, atol=1e-6)
     eng.max_rows = 7  # forces cuts inside the job (and a single sample per chunk at times)
     chunked = eng.sample_many([SampleJob(a, 40, seed=7)])[0]
     np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-6)
@@ -118,6 +85,51 @@ def test_rounds_continue_the_stream() -> None:
     whole = eng.sample_many([SampleJob(x, 30, seed=4)])[0]
     second = eng.sample_many([SampleJob(x, 10, seed=4, first_sample=20)])[0]
     np.testing.assert_allclose(second, whole[20:], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("noise", ["bernoulli", "gaussian"])
+def test_a_round_of_some_rows_draws_the_fixed_runs_samples_of_those_rows(noise: str) -> None:
+    # An adaptive round holds only the rows still open, in a smaller job: with their indices in
+    # the request, row r's samples k..k+n are the fixed run's samples k..k+n of row r, batched
+    # with another request or not, and cut into chunks or not. Gaussian noise follows the same
+    # rule as Bernoulli masks.
+    eng = _engine(noise=noise)
+    x = _x(5, 3)
+    fixed = eng.sample_many([SampleJob(x, 48, seed=4)])[0]
+    open_rows = np.array([4, 1])
+    job = SampleJob(x[open_rows], 32, seed=4, first_sample=16, row_ids=open_rows)
+    np.testing.assert_allclose(
+        eng.sample_many([job])[0], fixed[16:48][:, open_rows], rtol=1e-5, atol=1e-6
+    )
+    batched = eng.sample_many([SampleJob(_x(2, 9), 7, seed=5), job])[1]
+    np.testing.assert_allclose(batched, fixed[16:48][:, open_rows], rtol=1e-5, atol=1e-6)
+    eng.max_rows = 5
+    np.testing.assert_allclose(
+        eng.sample_many([job])[0], fixed[16:48][:, open_rows], rtol=1e-5, atol=1e-6
+    )
+    # Without the row indices the rows would take rows 0 and 1's masks: different samples.
+    wrong = eng.sample_many([SampleJob(x[open_rows], 32, seed=4, first_sample=16)])[0]
+    assert not np.allclose(wrong, fixed[16:48][:, open_rows])
+
+
+def test_no_sample_of_a_row_repeats_another() -> None:
+    # Round 2 of an adaptive run (row 2 alone, samples 8..15) must not copy round 1 (rows 0-2,
+    # samples 0..7). Every (row, sample) output of a network with 10 Bernoulli(0.5) input units
+    # is one of 2^10 values per row, so a few coincidences are expected by chance: at most
+    # C(16, 2) / 2^10 ~ 0.12 per row on average; a reused mask repeats every sample of a range.
+    torch.manual_seed(0)
+    net = build_mlp(
+        MLPArchitecture(input_dim=10, hidden=[], output_dim=1),
+        DropoutSpec(input_rate=0.5, hidden_rate=0.5),
+    )
+    eng = TorchEngine(net, [10], "cpu")
+    x = np.random.default_rng(1).standard_normal((3, 10)).astype(np.float32)
+    first = eng.sample_many([SampleJob(x, 8, seed=3)])[0]
+    second = eng.sample_many([SampleJob(x[[2]], 8, seed=3, first_sample=8, row_ids=np.array([2]))])[
+        0
+    ]
+    row2 = np.concatenate([first[:, 2, 0], second[:, 0, 0]])
+    assert len(np.unique(row2)) >= 14
 
 
 def test_masks_match_plain_dropout_in_distribution() -> None:
@@ -161,14 +173,49 @@ def test_bf16_is_refused_on_the_cpu() -> None:
         TorchEngine(net, [5], "cpu", precision="bf16")
 
 
-def test_device_mask_path_keep_rate_and_seeding() -> None:
-    # The CUDA path's mask drawing, exercised through torch's CPU generator (no GPU here).
-    # 2^20 draws: SE of the keep rate = sqrt(0.8 * 0.2 / 2^20) = 3.9e-4; 5 SE tolerance.
+def test_device_mask_path_draws_the_cpu_masks() -> None:
+    # The accelerator's mask drawing (torch ops), run here on CPU tensors: every site's mask
+    # for a chunk equals what the numpy path applies.
     eng = _engine()
-    site = eng.sites[next(i for i in eng.sites if eng.sites[i].site == 1)]
-    n = 1 << 20
-    pieces = [masks.MaskPiece(seed=3, site=1, offset=0, count=n, dest=0)]
-    a = eng._device_noise(site, pieces, n // site.elements)
-    b = eng._device_noise(site, pieces, n // site.elements)
-    assert torch.equal(a, b)
-    assert abs(a.mean().item() - 0.8) < 5 * np.sqrt(0.8 * 0.2 / n)
+    jobs = [SampleJob(_x(3), 20, seed=3), SampleJob(_x(2), 9, seed=8, first_sample=4)]
+    chunk = [Segment(0, 5, 20), Segment(1, 0, 9)]
+    rows = chunk_rows(chunk, jobs)
+    drawn = eng._device_noise(rows)
+    for site in eng.sites.values():
+        ref = np.empty((len(rows), site.elements), np.bool_)
+        masks.keep_mask(ref, rows, site.site, site.keep_prob)
+        got = drawn[site.site]
+        assert got is not None
+        np.testing.assert_array_equal(got.numpy().astype(bool), ref)
+
+
+def test_the_callers_module_is_not_moved_or_changed() -> None:
+    torch.manual_seed(0)
+    net = build_mlp(
+        MLPArchitecture(input_dim=5, hidden=[8], output_dim=1),
+        DropoutSpec(input_rate=0.1, hidden_rate=0.1),
+    ).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    TorchEngine(net, [5], "cpu")
+    assert net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_samples_equal_cpu_samples() -> None:
+    eng_cpu = _engine()
+    net = eng_cpu._net
+    eng_gpu = TorchEngine(net, [5], "cuda")
+    jobs = [SampleJob(_x(3), 40, seed=7), SampleJob(_x(2), 9, seed=8, first_sample=4)]
+    for a, b in zip(eng_cpu.sample_many(jobs), eng_gpu.sample_many(jobs), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    assert next(net.parameters()).device.type == "cpu"
+
+
+def test_rows_and_samples_past_the_mask_range_are_refused() -> None:
+    eng = _engine()
+    with pytest.raises(ValueError, match="samples below"):
+        eng.sample_many([SampleJob(_x(1), 2, 1, first_sample=masks.SAMPLE_SPAN - 1)])
+    with pytest.raises(ValueError, match="rows 0"):
+        eng.sample_many([SampleJob(_x(1), 2, 1, row_ids=np.array([masks.ROW_LIMIT]))])

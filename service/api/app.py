@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_activation_mb=settings.max_activation_mb,
         num_threads=settings.num_threads,
         engine_workers=settings.engine_workers,
+        precision=settings.precision,
     )
     limits = Limits(
         max_rows=settings.max_rows,

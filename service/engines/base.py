@@ -9,27 +9,41 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from service.engines.masks import MaskPiece
+from service.engines.masks import ROW_LIMIT, SAMPLE_SPAN, MaskRows
 
 
 @dataclass(frozen=True)
 class SampleJob:
     """One request's share of a batched pass: its own rows, T and seed.
 
-    Masks are drawn from a stream keyed by (seed, dropout site), positioned by sample index, so a
-    job's samples do not depend on which other jobs share the pass or on how it is chunked.
+    Every mask is a pure function of (seed, dropout site, request row, sample index, element)
+    (see masks.py), so a job's samples do not depend on which other jobs share the pass, on how
+    it is chunked, or on the round that draws them.
     """
 
     x: NDArray[np.float32]  # (N, *input_shape), already normalised
     samples: int
     seed: int
-    # Index of the first sample in the seed's streams: a job with first_sample=k draws samples
-    # k..k+T-1 of the same sequence, so sampling can continue in rounds (adaptive T).
+    # Index of the first sample: a job with first_sample=k draws samples k..k+T-1 of each row,
+    # so sampling can continue in rounds (adaptive T).
     first_sample: int = 0
+    # Each row's index in the request (default 0..N-1): a round holding only some of a
+    # request's rows passes their original indices, so each row keeps its own masks.
+    row_ids: NDArray[np.int64] | None = None
 
     @functools.cached_property
     def rows(self) -> int:  # cached: the batch planner asks for it per job, per site and chunk
         return int(self.x.shape[0])
+
+    @functools.cached_property
+    def row_index(self) -> NDArray[np.int64]:
+        """Each row's index in the request."""
+        if self.row_ids is None:
+            return np.arange(self.rows, dtype=np.int64)
+        ids = np.asarray(self.row_ids, np.int64)
+        if ids.shape != (self.rows,):
+            raise ValueError(f"row_ids: expected {self.rows} indices, got shape {ids.shape}")
+        return ids
 
 
 @dataclass(frozen=True)
@@ -107,17 +121,29 @@ class Engine(Protocol):
         ...
 
 
-def chunk_pieces(
-    chunk: list[Segment], jobs: list[SampleJob], site: int, elements: int
-) -> list[MaskPiece]:
-    """Where each segment's mask for one dropout site lies in its job's stream, and where it
-    goes in the chunk's stacked rows (sample-major within each segment)."""
-    pieces: list[MaskPiece] = []
-    dest = 0
-    for s in chunk:
+def chunk_rows(chunk: list[Segment], jobs: list[SampleJob]) -> MaskRows:
+    """Which (seed, request row, sample) each stacked row of a chunk draws its masks for, in
+    the chunk's order (segments stacked, each sample-major); every site's mask follows from it.
+    """
+    if len(chunk) == 1:  # one request alone: the common case, without the general bookkeeping
+        s = chunk[0]
         job = jobs[s.job]
-        count = (s.t1 - s.t0) * job.rows * elements
-        offset = (job.first_sample + s.t0) * job.rows * elements
-        pieces.append(MaskPiece(job.seed, site, offset, count, dest))
-        dest += count
-    return pieces
+        ids = job.row_index
+        samples = np.arange(job.first_sample + s.t0, job.first_sample + s.t1, dtype=np.int64)
+        slots = np.add.outer(samples, ids * SAMPLE_SPAN).ravel()
+        rows = MaskRows((job.seed,), np.zeros(slots.shape, np.intp), slots.astype(np.uint64))
+    else:
+        ids = np.concatenate([j.row_index for j in jobs])
+        index = replication_index(chunk, jobs)
+        seg_rows = np.array([jobs[s.job].rows for s in chunk], np.int64)
+        seg_len = np.array([(s.t1 - s.t0) * jobs[s.job].rows for s in chunk], np.int64)
+        first = np.array([jobs[s.job].first_sample + s.t0 for s in chunk], np.int64)
+        starts = np.cumsum(seg_len) - seg_len
+        k = np.arange(int(seg_len.sum()), dtype=np.int64) - np.repeat(starts, seg_len)
+        samples = np.repeat(first, seg_len) + k // np.repeat(seg_rows, seg_len)
+        slots = ids[index] * SAMPLE_SPAN + samples
+        seed_index = np.repeat(np.array([s.job for s in chunk], np.intp), seg_len)
+        rows = MaskRows(tuple(j.seed for j in jobs), seed_index, slots.astype(np.uint64))
+    if ids.size and (ids.min() < 0 or ids.max() >= ROW_LIMIT or samples.max() >= SAMPLE_SPAN):
+        raise ValueError(f"masks address rows 0..{ROW_LIMIT - 1} and samples below {SAMPLE_SPAN}")
+    return rows

@@ -1,22 +1,33 @@
-"""Counter-positioned random streams for dropout masks, in numpy (no torch).
+"""Dropout masks as a pure function of (seed, site, row, sample, element), in numpy (no torch).
 
-Each (seed, dropout site) pair owns a PCG64DXSM stream. Element k of a site's flattened mask for
-a job (rows ordered sample-major: t*N + n, then features) uses 16-bit lane k of that stream, so
-any chunk can jump straight to its first element with PCG64DXSM.advance. That gives the same
-masks whether a job runs alone, batched with others, or cut into chunks. (PCG64DXSM, numpy's
-recommended upgrade of PCG64, has the same jump-ahead and draws words ~1.1x faster here.)
+The rule, identical on every device (service/engines/torch_masks.py computes it with torch ops):
+- a row of a request and one of its samples form a slot, `row * SAMPLE_SPAN + sample`, where
+  row is the row's index in the request and sample its sample index;
+- a site's mask for one slot reads `words` consecutive 64-bit words of the (seed, site) stream:
+  word w of slot s is `mix64(key + (s * words + w) * GAMMA)`, with key a keyed hash of (seed,
+  site) and mix64 SplitMix64's finaliser, so the stream is SplitMix64 positioned by counter;
+- Bernoulli(keep) element e of a slot is `lane e < round(keep * 2^16)`, lane e being bits
+  16(e mod 4) .. 16(e mod 4) + 15 of word e // 4 (four elements per word);
+- Gaussian noise N(1, (1-p)/p) takes one word per element, Box-Muller on its two 32-bit halves.
 
-Bernoulli(keep) is `lane < round(keep * 2^16)`: the probability is off by at most 2^-17 (7.6e-6),
-and a 64-bit draw yields four mask elements (~0.5 ns each on this CPU, against ~9 ns for
-torch.bernoulli).
+So a row's sample k has the same mask whether it is drawn alone, in a batch, in any chunk, in
+any adaptive round, on the CPU or a GPU; and two different slots never read the same word
+(the counter is injective while rows < 2^20, samples < 2^24 and words < 2^20, checked below).
+The probability of keeping is off by at most 2^-17 (7.6e-6) from the threshold's rounding.
+
+Callers describe which slot and seed each stacked row of a pass has (`MaskRows`, built by
+service.engines.base.chunk_rows) and ask for one site's mask: `keep_mask` (fill a buffer),
+`apply_keep` (multiply into an activation in place) or `gaussian_noise`.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +38,17 @@ from numpy.typing import NDArray
 LANE_BITS = 16
 LANES_PER_WORD = 64 // LANE_BITS
 _LANE_RANGE = 1 << LANE_BITS
+ROW_LIMIT = 1 << 20
+SAMPLE_SPAN = 1 << 24  # slot = row * SAMPLE_SPAN + sample
+WORD_LIMIT = 1 << 20
+# SplitMix64: the Weyl increment and the two multipliers of its finaliser.
+GAMMA = 0x9E3779B97F4A7C15
+MIX1 = 0xBF58476D1CE4E5B9
+MIX2 = 0x94D049BB133111EB
+_U64 = (1 << 64) - 1
+
+if sys.byteorder != "little":  # lanes are read through a uint16 view of the words
+    raise ImportError("mask lanes assume a little-endian machine")
 
 
 def keep_threshold(keep_prob: float) -> int:
@@ -41,192 +63,199 @@ def quantised_keep(keep_prob: float) -> float:
     return keep_threshold(keep_prob) / _LANE_RANGE
 
 
+def words_per_slot(elements: int, noise: str) -> int:
+    """64-bit words one slot reads at a site: four Bernoulli elements or one Gaussian per word."""
+    words = -(-elements // LANES_PER_WORD) if noise == "bernoulli" else elements
+    if words >= WORD_LIMIT:
+        raise ValueError(f"a dropout site of {elements} elements is too wide for the mask rule")
+    return words
+
+
+@functools.lru_cache(maxsize=64)
+def _stride(words: int) -> np.uint64:
+    return np.uint64(words * GAMMA & _U64)
+
+
 @functools.lru_cache(maxsize=4096)
-def _initial_state(seed: int, site: int) -> dict[str, Any]:
-    # State and increment straight from a keyed hash: ~3 µs, against ~35 µs for SeedSequence,
-    # which a batch of freshly seeded requests paid once per (request, site). The increment is
-    # odd, as PCG's full period needs; distinct (seed, site) pairs get unrelated streams.
-    digest = hashlib.blake2b(f"mcdrop-masks/{seed}/{site}".encode(), digest_size=32).digest()
-    return {
-        "bit_generator": "PCG64DXSM",
-        "state": {
-            "state": int.from_bytes(digest[:16], "little"),
-            "inc": int.from_bytes(digest[16:], "little") | 1,
-        },
-        "has_uint32": 0,
-        "uinteger": 0,
-    }
-
-
-_scratch = threading.local()
-
-
-def _stream(seed: int, site: int, word_offset: int) -> np.random.PCG64DXSM:
-    """The (seed, site) stream advanced by word_offset words (a per-thread generator, reused)."""
-    bg: np.random.PCG64DXSM | None = getattr(_scratch, "bg", None)
-    if bg is None:
-        bg = _scratch.bg = np.random.PCG64DXSM(0)
-    bg.state = _initial_state(seed, site)  # type: ignore[assignment]  # numpy types it as a TypedDict
-    if word_offset:
-        bg.advance(word_offset)
-    return bg
-
-
-def uniform_lanes(seed: int, site: int, offset: int, count: int) -> NDArray[np.uint16]:
-    """Lanes [offset, offset + count) of the (seed, site) stream as uint16."""
-    first_word, skip = divmod(offset, LANES_PER_WORD)
-    words = -(-(skip + count) // LANES_PER_WORD)
-    raw = _stream(seed, site, first_word).random_raw(words)
-    lanes: NDArray[np.uint16] = raw.view(np.uint16)[skip : skip + count]
-    return lanes
-
-
-def drop_mask(seed: int, site: int, offset: int, count: int, keep_prob: float) -> NDArray[np.bool_]:
-    """True where the element is dropped; each element independently with P = 1 - keep."""
-    return uniform_lanes(seed, site, offset, count) >= keep_threshold(keep_prob)
-
-
-def gaussian_noise(
-    seed: int, site: int, offset: int, count: int, keep_prob: float
-) -> NDArray[np.float32]:
-    """Multiplicative N(1, (1-p)/p) noise; one 64-bit word per element (Box-Muller)."""
-    raw = _stream(seed, site, offset).random_raw(count)
-    hi = (raw >> np.uint64(32)).astype(np.float64)
-    lo = (raw & np.uint64(0xFFFFFFFF)).astype(np.float64)
-    u1 = (hi + 0.5) / 2.0**32
-    u2 = (lo + 0.5) / 2.0**32
-    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-    std = np.sqrt((1.0 - keep_prob) / keep_prob)
-    noise: NDArray[np.float32] = (1.0 + std * z).astype(np.float32)
-    return noise
-
-
-# ---------------------------------------------------------------- filling a pass's masks
+def site_key(seed: int, site: int) -> int:
+    """The 64-bit key of the (seed, site) stream: a keyed hash, so nearby seeds or sites give
+    unrelated streams (~1 µs; cached, since a batch asks once per request and site)."""
+    digest = hashlib.blake2b(f"mcdrop-masks/{seed}/{site}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 @dataclass(frozen=True)
-class MaskPiece:
-    """Lanes [offset, offset + count) of the (seed, site) stream, written at `dest` onwards."""
+class MaskRows:
+    """The stream of every stacked row of a pass: which request seed, and which slot."""
 
-    seed: int
-    site: int
-    offset: int
-    count: int
-    dest: int
+    seeds: tuple[int, ...]  # the pass's request seeds
+    seed_index: NDArray[np.intp]  # (rows,): each stacked row's seed, an index into `seeds`
+    slots: NDArray[np.uint64]  # (rows,): row * SAMPLE_SPAN + sample
+
+    def __len__(self) -> int:
+        return int(self.slots.shape[0])
+
+    def bases(self, site: int, words: int) -> NDArray[np.uint64]:
+        """Per stacked row, key + slot * words * GAMMA (mod 2^64): word w of the row's mask at
+        this site is mix64(base + w * GAMMA)."""
+        out: NDArray[np.uint64] = self.slots * _stride(words)
+        if len(self.seeds) == 1:  # one request: a scalar key, no gather
+            out += np.uint64(site_key(self.seeds[0], site))
+        else:
+            keys = np.array([site_key(s, site) for s in self.seeds], np.uint64)
+            out += keys[self.seed_index]
+        return out
+
+    def part(self, start: int, stop: int) -> MaskRows:
+        """Stacked rows [start, stop) (threads fill disjoint parts)."""
+        return MaskRows(self.seeds, self.seed_index[start:stop], self.slots[start:stop])
 
 
-def piece_seed(piece: MaskPiece) -> int:
-    """A 63-bit seed for a device generator, keyed by (seed, site, first lane) of a piece."""
-    return int(
-        np.random.SeedSequence([piece.seed, piece.site, piece.offset]).generate_state(1, np.uint64)[
-            0
-        ]
-        >> np.uint64(1)
-    )
+def make_rows(seed: int, rows: NDArray[np.integer], samples: NDArray[np.integer]) -> MaskRows:
+    """MaskRows for one seed: stacked row i is request row rows[i], sample samples[i]."""
+    r = np.asarray(rows, np.int64)
+    s = np.asarray(samples, np.int64)
+    if r.size and (r.min() < 0 or r.max() >= ROW_LIMIT or s.min() < 0 or s.max() >= SAMPLE_SPAN):
+        raise ValueError(f"mask rows need 0 <= row < {ROW_LIMIT} and 0 <= sample < {SAMPLE_SPAN}")
+    slots = (r * SAMPLE_SPAN + s).astype(np.uint64)
+    return MaskRows((seed,), np.zeros(slots.shape, np.intp), slots)
 
 
-# 2^16 words = 2^18 lanes per block: 512 KiB of raw bits, so each block's bits are still in L2
-# when they are compared, and no large temporary is allocated.
+# ---------------------------------------------------------------- the words, block by block
+
+# 2^16 words (512 KiB) per block: a block's words, lanes and decisions stay in L2 between the
+# hashing, the comparison and the multiply, and no large temporary is allocated.
 _BLOCK_WORDS = 1 << 16
+_scratch = threading.local()
 
 
-def _lane_blocks(pieces: list[MaskPiece]) -> Iterator[tuple[int, NDArray[np.uint16]]]:
-    """(destination index, lanes) for every block of every piece, in order."""
-    for p in pieces:
-        first_word, skip = divmod(p.offset, LANES_PER_WORD)
-        bg = _stream(p.seed, p.site, first_word)
-        done = 0
-        while done < p.count:
-            take = min(p.count - done, _BLOCK_WORDS * LANES_PER_WORD - skip)
-            raw = bg.random_raw(-(-(skip + take) // LANES_PER_WORD))
-            yield p.dest + done, raw.view(np.uint16)[skip : skip + take]
-            done += take
-            # The next block starts on a word boundary unless this one ended mid-word.
-            skip = (skip + take) % LANES_PER_WORD
-            if skip:
-                bg = _stream(p.seed, p.site, (p.offset + done) // LANES_PER_WORD)
+@functools.lru_cache(maxsize=64)
+def _offsets(words: int) -> NDArray[np.uint64]:
+    """w * GAMMA (mod 2^64) for w < words."""
+    return np.arange(words, dtype=np.uint64) * np.uint64(GAMMA)
 
 
-def fill_keep(out: NDArray[np.bool_], pieces: list[MaskPiece], keep_prob: float) -> None:
-    """out[piece.dest : piece.dest + piece.count] = keep decisions of each piece's lanes."""
-    thr = keep_threshold(keep_prob)
-    for dest, lanes in _lane_blocks(pieces):
-        np.less(lanes, thr, out=out[dest : dest + len(lanes)])
-
-
-def _scratch_buffers() -> tuple[NDArray[np.uint16], NDArray[np.bool_]]:
-    """This thread's block-sized lane and decision buffers, allocated once (a fresh 256 KiB
-    array is a fresh mapping from the kernel on every call)."""
-    bufs: tuple[NDArray[np.uint16], NDArray[np.bool_]] | None = getattr(_scratch, "bufs", None)
-    if bufs is None:
-        lanes = _BLOCK_WORDS * LANES_PER_WORD
-        bufs = _scratch.bufs = (np.empty(lanes, np.uint16), np.empty(lanes, np.bool_))
+def _buffers(size: int) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
+    """This thread's word and scratch buffers of at least `size` words, allocated once (a fresh
+    512 KiB array is a fresh mapping from the kernel on every call)."""
+    bufs: tuple[NDArray[np.uint64], NDArray[np.uint64]] | None = getattr(_scratch, "words", None)
+    if bufs is None or bufs[0].size < size:
+        bufs = _scratch.words = (np.empty(size, np.uint64), np.empty(size, np.uint64))
     return bufs
 
 
-def apply_keep(h: NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float) -> None:
-    """h[piece.dest : piece.dest + piece.count] *= keep decisions, in place, block by block.
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_M1, _M2 = np.uint64(MIX1), np.uint64(MIX2)
 
-    No mask array is ever written: each block's decisions go to a 256 KiB bool scratch that
-    stays in L2 and multiply the activation at once. A whole-chunk float mask (4 bytes per
-    element) measured memory-bound here: at 32 requests x 100 samples of the reference MLP,
-    writing and re-reading it cost more than drawing the bits.
 
-    Small pieces that lie end to end in h (a batch of one-row requests) are packed into one
-    block first, so they share one comparison and one multiply instead of paying numpy's call
-    overhead each: the masks of 32 one-row `diabetes` jobs (pieces of 1,000, 5,000 and 5,000
-    lanes) took 1.0 ms instead of 1.5 with one call per piece.
-    """
+def _mix64(x: NDArray[np.uint64], tmp: NDArray[np.uint64]) -> None:
+    """SplitMix64's finaliser, in place (tmp: scratch of the same shape)."""
+    np.right_shift(x, _S30, out=tmp)
+    np.bitwise_xor(x, tmp, out=x)
+    np.multiply(x, _M1, out=x)
+    np.right_shift(x, _S27, out=tmp)
+    np.bitwise_xor(x, tmp, out=x)
+    np.multiply(x, _M2, out=x)
+    np.right_shift(x, _S31, out=tmp)
+    np.bitwise_xor(x, tmp, out=x)
+
+
+def _words(bases: NDArray[np.uint64], words: int) -> NDArray[np.uint64]:
+    """The (len(bases), words) mask words of these rows, in this thread's scratch buffer."""
+    n = len(bases) * words
+    buf, tmp = _buffers(max(n, _BLOCK_WORDS))
+    x = buf[:n].reshape(len(bases), words)
+    np.add(bases[:, None], _offsets(words)[None, :], out=x)
+    _mix64(x, tmp[:n].reshape(x.shape))
+    return x
+
+
+def mask_words(rows: MaskRows, site: int, words: int) -> NDArray[np.uint64]:
+    """The raw (rows, words) words; for tests and other engines that need the bits themselves."""
+    bases = rows.bases(site, words)
+    out = np.empty((len(bases), words), np.uint64)
+    step = max(1, _BLOCK_WORDS // words)
+    for r0 in range(0, len(bases), step):
+        out[r0 : r0 + step] = _words(bases[r0 : r0 + step], words)
+    return out
+
+
+def _lanes(x: NDArray[np.uint64], elements: int) -> NDArray[np.uint16]:
+    lanes: NDArray[np.uint16] = x.view(np.uint16)[:, :elements]
+    return lanes
+
+
+def keep_mask(out: NDArray[np.bool_], rows: MaskRows, site: int, keep_prob: float) -> None:
+    """out[i, e] = whether element e of stacked row i is kept at this site; out is (rows, E)."""
+    elements = out.shape[1]
+    words = words_per_slot(elements, "bernoulli")
     thr = keep_threshold(keep_prob)
-    lane_buf, keep_buf = _scratch_buffers()
-    start, filled = 0, 0  # the packed run: h[start : start + filled] waits in lane_buf
+    bases = rows.bases(site, words)
+    step = max(1, _BLOCK_WORDS // words)
+    for r0 in range(0, len(bases), step):
+        r1 = min(len(bases), r0 + step)
+        np.less(_lanes(_words(bases[r0:r1], words), elements), thr, out=out[r0:r1])
 
-    def flush(dest: int, lanes: NDArray[np.uint16]) -> None:
-        keep = keep_buf[: len(lanes)]
-        np.less(lanes, thr, out=keep)
-        target = h[dest : dest + len(lanes)]
+
+def _keep_buffer(size: int) -> NDArray[np.bool_]:
+    buf: NDArray[np.bool_] | None = getattr(_scratch, "keep", None)
+    if buf is None or buf.size < size:
+        buf = _scratch.keep = np.empty(size, np.bool_)
+    return buf
+
+
+def apply_keep(h: NDArray[np.float32], rows: MaskRows, site: int, keep_prob: float) -> None:
+    """h[i, e] *= keep decision, in place, block by block; h is (rows, E).
+
+    No mask array is ever written: each block's decisions go to a bool scratch that stays in
+    L2 and multiply the activation at once (a whole-chunk float mask measured memory-bound).
+    """
+    elements = h.shape[1]
+    words = words_per_slot(elements, "bernoulli")
+    thr = keep_threshold(keep_prob)
+    bases = rows.bases(site, words)
+    step = max(1, _BLOCK_WORDS // words)
+    for r0 in range(0, len(bases), step):
+        r1 = min(len(bases), r0 + step)
+        keep = _keep_buffer((r1 - r0) * elements)[: (r1 - r0) * elements]
+        keep = keep.reshape(r1 - r0, elements)
+        np.less(_lanes(_words(bases[r0:r1], words), elements), thr, out=keep)
+        target = h[r0:r1]
         np.multiply(target, keep, out=target)
 
-    for dest, lanes in _lane_blocks(pieces):
-        n = len(lanes)
-        if filled and (dest != start + filled or filled + n > len(lane_buf)):
-            flush(start, lane_buf[:filled])
-            filled = 0
-        if n >= _PIECE_COST_LANES:  # large enough to pay its own calls: skip the copy
-            flush(dest, lanes)
-            continue
-        if not filled:
-            start = dest
-        lane_buf[filled : filled + n] = lanes
-        filled += n
-    if filled:
-        flush(start, lane_buf[:filled])
+
+def gaussian_noise(
+    rows: MaskRows, site: int, elements: int, keep_prob: float
+) -> NDArray[np.float32]:
+    """Multiplicative N(1, (1-p)/p) noise, (rows, elements); one word per element."""
+    words = words_per_slot(elements, "gaussian")
+    bases = rows.bases(site, words)
+    std = np.sqrt((1.0 - keep_prob) / keep_prob)
+    out = np.empty((len(bases), elements), np.float32)
+    step = max(1, _BLOCK_WORDS // words)
+    for r0 in range(0, len(bases), step):
+        r1 = min(len(bases), r0 + step)
+        out[r0:r1] = 1.0 + std * _box_muller(_words(bases[r0:r1], words))
+    return out
 
 
-def split_pieces(pieces: list[MaskPiece], parts: int) -> list[list[MaskPiece]]:
-    """Cut the pieces into `parts` lists of nearly equal lane counts (streams jump, so any cut works)."""
-    total = sum(p.count for p in pieces)
-    share = -(-total // max(parts, 1))
-    out: list[list[MaskPiece]] = [[]]
-    room = share
-    for p in pieces:
-        offset, count, dest = p.offset, p.count, p.dest
-        while count:
-            if room == 0:
-                out.append([])
-                room = share
-            take = min(count, room)
-            out[-1].append(MaskPiece(p.seed, p.site, offset, take, dest))
-            offset, count, dest, room = offset + take, count - take, dest + take, room - take
-    return [part for part in out if part]
+def _box_muller(x: NDArray[np.uint64]) -> NDArray[np.float64]:
+    """A standard normal from each word: its high and low 32 bits as two open-interval uniforms."""
+    u1 = ((x >> np.uint64(32)).astype(np.float64) + 0.5) / 2.0**32
+    u2 = ((x & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) / 2.0**32
+    z: NDArray[np.float64] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return z
+
+
+# ---------------------------------------------------------------- on several threads
 
 
 class MaskFiller:
-    """Fills keep masks on `workers` threads: numpy's generators and ufuncs release the GIL.
+    """Fills keep masks on `workers` threads: numpy's ufuncs release the GIL.
 
     Drawing masks is the serial part of an MC pass (torch already spreads the matrix products
-    over the cores), so it is split over as many threads as torch uses. The masks do not depend
-    on the split, so results are the same for any thread count.
+    over the cores), so the stacked rows are split over as many threads as torch uses. Masks
+    are a pure function of each row's slot, so results are the same for any thread count.
     """
 
     def __init__(self, workers: int) -> None:
@@ -237,43 +266,36 @@ class MaskFiller:
             else None
         )
 
-    def fill(self, out: NDArray[np.bool_], pieces: list[MaskPiece], keep_prob: float) -> None:
-        """out[dest...] = keep decisions (the onnxruntime engine feeds them to the graph)."""
-        self._run(fill_keep, out, pieces, keep_prob)
+    def fill(self, out: NDArray[np.bool_], rows: MaskRows, site: int, keep_prob: float) -> None:
+        """out (rows, E) = keep decisions (the onnxruntime engine feeds them to the graph)."""
+        self._run(keep_mask, out, rows, site, keep_prob)
 
-    def apply(self, h: NDArray[np.float32], pieces: list[MaskPiece], keep_prob: float) -> None:
-        """h[dest...] *= keep decisions, in place (the torch engine's CPU path)."""
-        self._run(apply_keep, h, pieces, keep_prob)
+    def apply(self, h: NDArray[np.float32], rows: MaskRows, site: int, keep_prob: float) -> None:
+        """h (rows, E) *= keep decisions, in place (the torch engine's CPU path)."""
+        self._run(apply_keep, h, rows, site, keep_prob)
 
     def _run(
         self,
-        work: Callable[[Any, list[MaskPiece], float], None],
+        work: Callable[[Any, MaskRows, int, float], None],
         target: NDArray[Any],
-        pieces: list[MaskPiece],
+        rows: MaskRows,
+        site: int,
         keep_prob: float,
     ) -> None:
-        lanes = sum(p.count for p in pieces)
-        # Each piece also costs a few microseconds of Python (seeding its stream, slicing),
-        # which holds the GIL and so runs no faster on two threads: a batch of many small
-        # requests is drawn on one thread (measured: 32 one-row jobs of `diabetes` took 1.9 ms
-        # split over two threads, 1.6 ms on one).
-        if (
-            self._pool is None
-            or lanes < _MIN_PARALLEL_LANES
-            or lanes < _PIECE_COST_LANES * len(pieces)
-        ):
-            work(target, pieces, keep_prob)
+        n = len(rows)
+        if self._pool is None or target.size < _MIN_PARALLEL_LANES or n < 2:
+            work(target, rows, site, keep_prob)
             return
-        parts = split_pieces(pieces, self.workers)
-        futures = [self._pool.submit(work, target, part, keep_prob) for part in parts[1:]]
-        work(target, parts[0], keep_prob)
+        parts = min(self.workers, n)
+        cuts = [n * k // parts for k in range(parts + 1)]
+        futures = [
+            self._pool.submit(work, target[a:b], rows.part(a, b), site, keep_prob)
+            for a, b in itertools.pairwise(cuts[1:])
+        ]
+        work(target[: cuts[1]], rows.part(0, cuts[1]), site, keep_prob)
         for f in futures:
             f.result()
 
 
 # Below this many lanes (~100 µs of work) a thread hand-off costs more than it saves.
 _MIN_PARALLEL_LANES = 1 << 17
-# A piece costs a few microseconds of Python (seeding its stream, slicing, numpy calls) before
-# its lanes; this many lanes is about three times that. Smaller pieces are packed into shared
-# blocks (apply_keep), and a split over threads pays only when pieces average at least this.
-_PIECE_COST_LANES = 1 << 14

@@ -1,9 +1,9 @@
 """The onnxruntime MC engine: runs model.onnx, feeding it masks drawn by `masks.py`.
 
 The graph takes the masks as inputs (see onnx_export.py), so the engine honours per-request
-seeds exactly as the torch engine does: same (seed, site) streams, positioned by sample index,
-so a batched or chunked job equals the lone one and, to float rounding, the torch engine's
-samples for the same seed. No torch import here; onnxruntime's graph optimisations stay on
+seeds exactly as the torch engine does: every mask is the same pure function of (seed, site,
+request row, sample, element), so a batched or chunked job equals the lone one and, to float
+rounding, the torch engine's samples for the same seed. No torch import here; onnxruntime's graph optimisations stay on
 (there is no Dropout node for EliminateDropout to remove).
 """
 
@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from service.artifact import Manifest
 from service.engines import masks
-from service.engines.base import SampleJob, Segment, chunk_pieces, plan_chunks
+from service.engines.base import SampleJob, Segment, chunk_rows, plan_chunks
 from service.errors import ArtifactError
 
 ONNX_NAME = "model.onnx"
@@ -118,28 +118,21 @@ class OnnxEngine:
                 ]
             ).astype(np.int64)
             feed: dict[str, NDArray[np.generic]] = {"x": x, "rows": rows}
+            mask_rows = chunk_rows(chunk, jobs)
             for site in self._sites:
-                feed[f"mask_{site.site}"] = self._draw(site, chunk, jobs, len(rows))
+                feed[f"mask_{site.site}"] = self._draw(site, mask_rows)
             y = self._session.run(["y"], feed)[0]
             self._scatter(y, chunk, jobs, outputs)
         return outputs
 
-    def _draw(
-        self, site: _OnnxSite, chunk: list[Segment], jobs: list[SampleJob], rows: int
-    ) -> NDArray[np.float32]:
-        pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
+    def _draw(self, site: _OnnxSite, rows: masks.MaskRows) -> NDArray[np.float32]:
         if site.noise == "bernoulli":
-            keep = np.empty(rows * site.elements, np.bool_)
-            self._filler.fill(keep, pieces, site.keep_prob)
+            keep = np.empty((len(rows), site.elements), np.bool_)
+            self._filler.fill(keep, rows, site.site, site.keep_prob)
             mask = keep.view(np.uint8).astype(np.float32)
         else:
-            mask = np.concatenate(
-                [
-                    masks.gaussian_noise(p.seed, p.site, p.offset, p.count, site.keep_prob)
-                    for p in pieces
-                ]
-            )
-        return mask.reshape(rows, *site.shape)
+            mask = masks.gaussian_noise(rows, site.site, site.elements, site.keep_prob)
+        return mask.reshape(len(rows), *site.shape)
 
     @staticmethod
     def _scatter(

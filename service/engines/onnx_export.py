@@ -4,8 +4,9 @@ Why masks are inputs rather than random ops inside the graph:
 - a plain export drops dropout at inference (onnx#3753, onnxruntime#5549), and onnxruntime's
   default optimisations delete Dropout nodes even with training_mode set (EliminateDropout);
   a mask that is a required input cannot be optimised away;
-- the masks come from `masks.py`, the same per-(seed, site) streams as the torch engine, so a
-  per-request seed is honoured exactly and a batched request equals the lone one.
+- the masks come from `masks.py`, the same function of (seed, site, row, sample, element) as
+  the torch engine's, so a per-request seed is honoured exactly and a batched request equals
+  the lone one.
 The graph: x (R rows) -> layers before the first dropout site -> Gather(rows) replicates each row
 over its T samples -> at every site, Mul by that site's float mask input (0/1 with 1/keep
 folded into the next weight, or Gaussian noise) -> ... -> y (M, D).
@@ -143,7 +144,7 @@ def verify(
     """Check an exported graph: passes differ, and mean and variance match the torch engine.
 
     Statistics use independent seeds (onnx seed 1, torch seed 2), so they test the distribution,
-    not the shared streams. Tolerances: means within 5 standard errors of a difference of two
+    not the shared mask rule. Tolerances: means within 5 standard errors of a difference of two
     T-sample means; variance ratio within 1 +- 0.2 (the sample variance's relative SE is about
     sqrt(2/T) = 0.03 at T=2000 for Gaussian outputs; 0.2 leaves room for heavy tails while still
     catching a lost mask, which cut the variance 4-10x in the EliminateDropout measurement).

@@ -1,7 +1,8 @@
 """The torch MC dropout engine: T stochastic passes as one batched forward.
 
 Inputs are replicated T times (rows ordered sample-major) and every (sample, row) gets its own
-mask, drawn from the streams in `masks`. Costs are kept close to the bare matrix products:
+mask, a pure function of (seed, site, row, sample, element) defined in `masks` (numpy, on the
+CPU) and computed bit for bit the same by `torch_masks` on an accelerator. Costs are kept close to the bare matrix products:
 - the layers before the first dropout site run once per row, then broadcast over T;
 - Bernoulli masks are 16-bit random lanes compared with an integer threshold;
 - 1/keep is folded into the next weight layer, so a mask only zeroes dropped units; on the CPU
@@ -19,7 +20,7 @@ import functools
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +32,11 @@ from numpy.typing import NDArray
 from torch import nn
 
 from service.artifact import Manifest, load_weights
-from service.engines import masks
+from service.engines import masks, torch_masks
 from service.engines.base import (
     SampleJob,
     Segment,
-    chunk_pieces,
+    chunk_rows,
     plan_chunks,
     replication_index,
 )
@@ -123,17 +124,51 @@ def _matmul_dtype(precision: str, device: str) -> torch.dtype:
         raise ValueError(f"precision: expected float32, tf32 or bf16, got '{precision}'")
     if not device.startswith("cuda"):
         raise ValueError(f"precision '{precision}' needs a CUDA device; the CPU runs float32")
-    if precision == "tf32":
-        # Process-wide switch: every float32 matmul on the card may then use TF32.
-        torch.backends.cuda.matmul.allow_tf32 = True
-        return torch.float32
-    return torch.bfloat16
+    return torch.float32 if precision == "tf32" else torch.bfloat16
+
+
+_tf32_lock = threading.Lock()
+
+
+def _conv_precision() -> str:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch 2.9 and later
+        return str(conv.fp32_precision)
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def _set_conv_precision(value: str) -> None:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        conv.fp32_precision = value
+    else:
+        torch.backends.cudnn.allow_tf32 = value == "tf32"
+
+
+@contextlib.contextmanager
+def _matmul_tf32(enabled: bool) -> Iterator[None]:
+    """TF32 (or not) for this pass only, matrix products and cuDNN convolutions alike: torch's
+    switches are process-wide (and cuDNN's defaults to TF32), so they are set around the pass
+    and put back, under a lock (another engine's pass may want the other value).
+
+    Through set_float32_matmul_precision, not the legacy allow_tf32 flag: torch 2.9+ refuses to
+    mix that flag with its newer per-backend settings.
+    """
+    with _tf32_lock:
+        matmul, conv = torch.get_float32_matmul_precision(), _conv_precision()
+        torch.set_float32_matmul_precision("high" if enabled else "highest")
+        _set_conv_precision("tf32" if enabled else "ieee")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(matmul)
+            _set_conv_precision(conv)
 
 
 @dataclass(frozen=True)
 class Site:
     index: int  # position of the MCDropout module in the body
-    site: int  # dropout site number in the whole network (keys the random stream)
+    site: int  # dropout site number in the whole network (keys its masks)
     keep_prob: float
     noise: str
     shape: tuple[int, ...]  # activation shape per row at this site
@@ -159,7 +194,9 @@ class TorchEngine:
     ) -> None:
         self.device = resolve_device(device)
         self._dtype = _matmul_dtype(precision, self.device)
-        self._net = net.eval().to(self.device)
+        self._tf32 = precision == "tf32"
+        # A copy: the caller's module stays where it was, in the mode it was in.
+        self._net = copy.deepcopy(net).eval().to(self.device)
         mc = copy.deepcopy(self._net)
         first_site = next((i for i, m in enumerate(mc) if isinstance(m, MCDropout)), None)
         if first_site is None:
@@ -252,7 +289,8 @@ class TorchEngine:
     def deterministic(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         if self.device == "cpu":
             return on_torch_thread(self._deterministic, x)
-        return self._deterministic(x)
+        with _matmul_tf32(self._tf32):
+            return self._deterministic(x)
 
     @torch.inference_mode()
     def _deterministic(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -263,7 +301,8 @@ class TorchEngine:
     def sample_many(self, jobs: list[SampleJob]) -> list[NDArray[np.float32]]:
         if self.device == "cpu":
             return on_torch_thread(self._sample_many, jobs)
-        return self._sample_many(jobs)
+        with _matmul_tf32(self._tf32):
+            return self._sample_many(jobs)
 
     @torch.inference_mode()
     def _sample_many(self, jobs: list[SampleJob]) -> list[NDArray[np.float32]]:
@@ -271,12 +310,13 @@ class TorchEngine:
         pre = self._prefix(xs).to(self._dtype)  # once per row, broadcast over T below
         outputs = [np.empty((j.samples, j.rows, self._out_features), np.float32) for j in jobs]
         for chunk in plan_chunks([(j.rows, j.samples) for j in jobs], self.max_rows):
-            noise = self._draw_noise(chunk, jobs)
+            rows = chunk_rows(chunk, jobs)
+            noise = self._draw_noise(rows)
             h = self._first_site(chunk, jobs, pre)
             for i, mod in enumerate(self._body):
                 site = self._sites.get(i)
                 if site is not None:
-                    h = self._apply(h, site, chunk, jobs, noise[site.site])
+                    h = self._apply(h, site, rows, noise[site.site])
                 elif isinstance(mod, nn.ReLU):
                     h.relu_()
                 else:
@@ -302,12 +342,7 @@ class TorchEngine:
         return pre.index_select(0, index)
 
     def _apply(
-        self,
-        h: torch.Tensor,
-        site: Site,
-        chunk: list[Segment],
-        jobs: list[SampleJob],
-        noise: torch.Tensor | None,
+        self, h: torch.Tensor, site: Site, rows: masks.MaskRows, noise: torch.Tensor | None
     ) -> torch.Tensor:
         if noise is not None:  # Gaussian noise, or any noise on an accelerator: a multiplier
             return h.mul_(noise.view(h.shape))
@@ -315,50 +350,42 @@ class TorchEngine:
         # masks.apply_keep), on as many threads as torch uses. h is a fresh contiguous
         # activation, so its numpy view shares the memory.
         h = h.contiguous()
-        pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
-        self._filler.apply(h.view(-1).numpy(), pieces, site.keep_prob)
+        self._filler.apply(h.view(len(rows), -1).numpy(), rows, site.site, site.keep_prob)
         return h
 
-    def _draw_noise(self, chunk: list[Segment], jobs: list[SampleJob]) -> list[torch.Tensor | None]:
-        """Every site's multiplicative noise for this chunk, rows sample-major; None for the
+    def _draw_noise(self, rows: masks.MaskRows) -> list[torch.Tensor | None]:
+        """Every site's multiplicative noise for this chunk, (rows, elements); None for the
         Bernoulli sites of a CPU pass, which `_apply` draws in place."""
-        rows = sum((s.t1 - s.t0) * jobs[s.job].rows for s in chunk)
+        if self.device != "cpu":
+            return self._device_noise(rows)
+        return [
+            None
+            if site.noise == "bernoulli"
+            else torch.from_numpy(
+                masks.gaussian_noise(rows, site.site, site.elements, site.keep_prob)
+            )
+            for site in self._sites.values()
+        ]
+
+    def _device_noise(self, rows: masks.MaskRows) -> list[torch.Tensor | None]:
+        """Every site's masks computed on the accelerator by the same rule as on the CPU: one
+        host-to-device copy of the rows' stream positions per chunk, then a few elementwise
+        kernels per site, however many requests share the chunk."""
+        sites = list(self._sites.values())
+        host = np.stack(
+            [rows.bases(s.site, masks.words_per_slot(s.elements, s.noise)) for s in sites]
+        )
+        bases = torch_masks.bases_tensor(host, self.device)
         drawn: list[torch.Tensor | None] = []
-        for site in self._sites.values():
-            if self.device == "cpu" and site.noise == "bernoulli":
-                drawn.append(None)
-                continue
-            pieces = chunk_pieces(chunk, jobs, site.site, site.elements)
-            if self.device != "cpu":
-                drawn.append(self._device_noise(site, pieces, rows))
-            else:
-                parts = [
-                    masks.gaussian_noise(p.seed, p.site, p.offset, p.count, site.keep_prob)
-                    for p in pieces
-                ]
-                drawn.append(torch.from_numpy(np.concatenate(parts)))
-        return drawn
-
-    def _device_noise(self, site: Site, pieces: list[masks.MaskPiece], rows: int) -> torch.Tensor:
-        """Masks drawn on the accelerator by torch's generator, one stream per (seed, site, piece).
-
-        Seeded and independent of other jobs in the batch, but keyed by where a chunk starts, so
-        a job cut into different chunks draws different (equally valid) masks; see README.
-        """
-        out = torch.empty(rows * site.elements, device=self.device, dtype=self._dtype)
-        for p in pieces:
-            g = torch.Generator(device=self.device)
-            g.manual_seed(masks.piece_seed(p))
-            # Uniforms in float32 even for bf16 passes: bf16's 8-bit mantissa would shift the
-            # keep rate by up to ~0.4%, far over the 1e-4 the masks promise.
+        for k, site in enumerate(sites):
             if site.noise == "bernoulli":
-                u = torch.rand(p.count, generator=g, device=self.device, dtype=torch.float32)
-                out[p.dest : p.dest + p.count] = u < site.keep_prob
+                drawn.append(
+                    torch_masks.keep_mask(bases[k], site.elements, site.keep_prob, self._dtype)
+                )
             else:
-                std = ((1.0 - site.keep_prob) / site.keep_prob) ** 0.5
-                z = torch.randn(p.count, generator=g, device=self.device, dtype=torch.float32)
-                out[p.dest : p.dest + p.count] = z.mul_(std).add_(1.0)
-        return out
+                noise = torch_masks.gaussian_noise(bases[k], site.elements, site.keep_prob)
+                drawn.append(noise.to(self._dtype))
+        return drawn
 
 
 def build_from_manifest(folder: Path, manifest: Manifest) -> nn.Sequential:

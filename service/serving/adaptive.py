@@ -2,8 +2,9 @@
 
 `AdaptiveRun` is the bookkeeping (which rows are open, how many samples each has), free of I/O
 so tests can drive it with synthetic samplers. `predict_adaptive` drives it with the runner:
-each round is one SampleJob holding only the open rows, with `first_sample` set to the samples
-already drawn, so a row's samples continue the seed's streams instead of restarting them, and
+each round is one SampleJob holding only the open rows, with their indices in the request and
+`first_sample` set to the samples already drawn, so round k's samples of a row are exactly
+samples k.. of a fixed run with the same seed (masks depend on row and sample index only), and
 the open rows of a request keep sampling together in one pass (batched with other requests).
 The interval maths lives in service.adaptive.
 """
@@ -155,7 +156,7 @@ async def predict_adaptive(
     # Admitted at its worst case, max_samples x rows, for the whole run of rounds.
     async with predictor.admitted(t_max * n, timeout_ms):
         while (plan := run.next_round()) is not None:
-            job = SampleJob(x[plan.rows], plan.count, s, first_sample=plan.first)
+            job = SampleJob(x[plan.rows], plan.count, s, first_sample=plan.first, row_ids=plan.rows)
             samples = await predictor.runner.sample(model, job)
             await asyncio.to_thread(run.record, plan, samples)
         out = await asyncio.to_thread(_merge, model, run, s, thr, m, conf)

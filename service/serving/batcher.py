@@ -1,7 +1,7 @@
 """Dynamic batching: concurrent jobs for the same model run as one engine pass.
 
-Each job keeps its own rows, T, seed and first sample inside the batch (the engine draws its
-masks from the job's own streams), so a batched job returns exactly what it would alone; the
+Each job keeps its own rows, T, seed and first sample inside the batch (its masks depend on its
+seed, rows and sample indices only), so a batched job returns exactly what it would alone; the
 threshold and metric never enter the batch at all (they are applied to the job's samples
 afterwards). Jobs with different T are stacked, not padded: a batch costs Σ rows·T stacked rows.
 

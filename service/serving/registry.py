@@ -63,6 +63,7 @@ class ModelRegistry:
         max_activation_mb: float = 256.0,
         num_threads: int = 0,
         engine_workers: int = 1,
+        precision: str = "float32",
     ) -> None:
         self.model_dir = Path(model_dir)
         self._default = default_model
@@ -71,6 +72,7 @@ class ModelRegistry:
         self.max_activation_mb = max_activation_mb
         self.num_threads = num_threads
         self.engine_workers = engine_workers
+        self.precision = precision
         self.entries: dict[str, ModelEntry] = {}
         self.loaded = False  # true once load_all has finished, whatever the outcome per model
         self.error: str | None = None  # why nothing could be scanned (missing directory)
@@ -155,7 +157,9 @@ class ModelRegistry:
             log.error("model '%s' is not ready: %s", folder.name, entry.reason)
             return entry
         try:
-            model = load_model(folder, self.device, self.max_activation_mb, self.engine)
+            model = load_model(
+                folder, self.device, self.max_activation_mb, self.engine, self.precision
+            )
             if not math.isfinite(model.manifest.threshold):
                 raise ValueError(f"threshold {model.manifest.threshold} is not a finite number")
         except Exception as e:  # any failure marks this model, and only this model, not ready

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import torch
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +24,9 @@ async def test_list_describes_every_model(client: httpx.AsyncClient) -> None:
     assert reg["uncertainty_metrics"] == ["std", "variance", "epistemic_std"]
     assert reg["output_names"] and reg["version"] and reg["calibrated"] is False
     assert isinstance(reg["threshold"], float)
-    assert (reg["engine"], reg["device"]) == ("torch", "cpu")
+    # The app's device setting is "auto": the CUDA device where torch sees one.
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert (reg["engine"], reg["device"]) == ("torch", auto)
     clf = by_name["tiny_clf"]
     assert clf["task"] == "classification" and clf["tau"] is None
     assert by_name["tiny_img"]["input_shape"] == [1, 4, 4]

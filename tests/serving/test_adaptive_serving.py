@@ -1,4 +1,5 @@
-"""samples "auto" through the serving loop: a linear model whose true uncertainty is known."""
+"""samples "auto" through the serving loop and the real engine: linear models whose true
+uncertainty is known, so a wrong early decision can be counted."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from service.serving.adaptive import predict_adaptive
 from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner
-from tests.helpers import linear_model_dir
+from tests.helpers import linear_classifier_dir, linear_model_dir
 
 W = np.array([1.0, -1.0, 0.5, 2.0])
 KEEP = 0.5  # input dropout 0.5: each term w_i m_i x_i / keep is a fair coin flip
+CLF_W = np.array([2.0, -1.0, 0.0])
+CLF_B = np.array([0.3, 0.0, -0.2])
 
 
 @pytest.fixture
 async def predictor(tmp_path: Path) -> Predictor:
     linear_model_dir(tmp_path / "lin", W, bias=0.3, input_rate=1 - KEEP, tau=4.0)
+    linear_classifier_dir(tmp_path / "clf", CLF_W, CLF_B, input_rate=1 - KEEP)
     registry = ModelRegistry(tmp_path)
     registry.load_all()
     p = Predictor(registry, DirectRunner(), Limits(max_sample_rows=10_000_000))
@@ -57,6 +61,76 @@ async def test_wrong_early_decisions_stay_under_one_minus_confidence(predictor: 
     await predictor.runner.stop()
 
 
+def _entropy(p: np.ndarray) -> np.ndarray:
+    out: np.ndarray = -np.sum(p * np.log(p), axis=-1)
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
+
+
+def _true_clf(x: np.ndarray, metric: str) -> np.ndarray:
+    # Each sample is softmax(w x / keep + b) (input kept, prob KEEP) or softmax(b): the T → ∞
+    # mean is their KEEP-weighted mixture, so both measures are known exactly.
+    a = _softmax(x[:, None] * CLF_W / KEEP + CLF_B)
+    b = _softmax(CLF_B)[None, :]
+    mix = KEEP * a + (1 - KEEP) * b
+    h = _entropy(mix)
+    if metric == "predictive_entropy":
+        return h
+    return h - KEEP * _entropy(a) - (1 - KEEP) * _entropy(b)
+
+
+async def _wrong_early_clf(
+    predictor: Predictor, metric: str, confidence: float
+) -> tuple[float, float, int]:
+    rng = np.random.default_rng(7)
+    n = 1000
+    x = rng.uniform(-4.0, 4.0, size=n)
+    truth = _true_clf(x, metric)
+    thr = float(np.median(truth))  # many rows near the threshold
+    model = predictor.model("clf")
+    out = await predict_adaptive(
+        predictor, model, x[:, None].tolist(), seed=4, threshold=thr, metric=metric,
+        max_samples=256, confidence=confidence,
+    )  # fmt: skip
+    early = out.decision_settled
+    wrong = early & (out.prediction.abstain != (truth > thr))
+    return float(wrong.mean()), float(early.mean()), n
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "predictive_entropy",
+        # Known limit of the delta-method interval, not of the masks: an independent synthetic
+        # sampler of the same two-point rows also stops 2.5-3% of rows on the wrong side (the
+        # plug-in MI is biased by O(1/T), comparable to its SE at the first looks when the two
+        # points are far apart and equally likely). Strict: fixing it turns this into a failure.
+        pytest.param(
+            "mutual_information",
+            marks=pytest.mark.xfail(strict=True, reason="MI interval undercovers on 50/50 rows"),
+        ),
+    ],
+)
+async def test_classifier_wrong_early_decisions_through_the_engine(
+    predictor: Predictor, metric: str
+) -> None:
+    # The same bound as above and in tests/test_adaptive.py, now with the engine's own masks
+    # (a repeated mask would narrow the intervals and show up here as extra wrong decisions).
+    rate, early, n = await _wrong_early_clf(predictor, metric, 0.99)
+    assert rate <= 0.01 + 3 * math.sqrt(0.01 * 0.99 / n), (rate, early)
+    assert early > 0.15  # and rows do stop early
+    # The check can fail: an overconfident rule (confidence 0.5) breaks the same bound.
+    loose, _, _ = await _wrong_early_clf(predictor, metric, 0.5)
+    assert loose > 0.01 + 3 * math.sqrt(0.01 * 0.99 / n)
+    await predictor.runner.stop()
+
+
 @pytest.mark.anyio
 async def test_a_row_exactly_at_the_threshold_runs_to_the_cap(predictor: Predictor) -> None:
     # x = 0: every sample is the bias, so the std is exactly sqrt(1/τ) = 0.5 with zero MC error;
@@ -86,6 +160,8 @@ async def test_rounds_continue_the_seed_streams(predictor: Predictor) -> None:
     )  # fmt: skip
     assert out.samples_used.tolist() == [64]
     fixed = await predictor.predict(model, row, PredictParams(samples=64, seed=9))
-    np.testing.assert_allclose(out.prediction.mean, fixed.mean, rtol=1e-12)
-    np.testing.assert_allclose(out.prediction.uncertainty, fixed.uncertainty, rtol=1e-12)
+    # Float tolerance, not exact: on a GPU the products of different chunk shapes may round
+    # differently.
+    np.testing.assert_allclose(out.prediction.mean, fixed.mean, rtol=1e-5)
+    np.testing.assert_allclose(out.prediction.uncertainty, fixed.uncertainty, rtol=1e-5)
     await predictor.runner.stop()

@@ -67,3 +67,17 @@ def test_bad_configuration_is_refused(tmp_path: Path, tiny_regression_dir: Path)
     shutil.copytree(tiny_regression_dir, tmp_path / "a")
     with pytest.raises(ValueError, match="default model 'b'"):
         ModelRegistry(tmp_path, default_model="b").load_all()
+
+
+def test_a_gpu_precision_on_the_cpu_leaves_the_model_not_ready_with_the_reason(
+    tmp_path: Path, tiny_regression_dir: Path
+) -> None:
+    shutil.copytree(tiny_regression_dir, tmp_path / "reg")
+    reg = ModelRegistry(tmp_path, device="cpu", precision="bf16")
+    reg.load_all()
+    entry = reg.entries["reg"]
+    assert not entry.ready
+    assert "bf16" in str(entry.reason) and "CUDA" in str(entry.reason)
+    ok = ModelRegistry(tmp_path, device="cpu", precision="float32")
+    ok.load_all()
+    assert ok.entries["reg"].ready
