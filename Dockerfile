@@ -22,6 +22,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# Optional, for builds without the public index or behind a proxy: a folder of wheels (e.g. a
+# CPU torch wheel) and a CA bundle, each mounted into the build (see deploy/check-image.sh).
+ARG PIP_FIND_LINKS
+ARG PIP_CERT
+
 # Same install as the README: the package with torch pinned through constraints.txt.
 COPY pyproject.toml constraints.txt README.md ./
 COPY service ./service

@@ -135,7 +135,12 @@ def server_cpu(pid: int) -> float:
 
 
 def start_server(
-    model_dir: Path, batching: bool, threads: int, workers: int, port: int
+    model_dir: Path,
+    batching: bool,
+    threads: int,
+    workers: int,
+    port: int,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -147,6 +152,7 @@ def start_server(
         "MCDROP_ENGINE_WORKERS": str(workers),
         "MCDROP_LOG_LEVEL": "warning",
         "OMP_WAIT_POLICY": "PASSIVE",
+        **(extra_env or {}),
     }
     mcdrop = Path(sys.executable).parent / "mcdrop"
     proc = subprocess.Popen([str(mcdrop), "serve"], env=env, stdout=subprocess.DEVNULL)

@@ -105,6 +105,11 @@ class Manifest(_Strict):
     output_names: list[str]
     class_labels: list[str] | None = None
     normalization: Normalization
+    image_zero: Literal["black", "white"] = Field(
+        default="black",
+        description="How an image input's value 0 is drawn for a reviewer: black, as the data "
+        "is in MNIST and Fashion-MNIST, or white for dark ink on a light background.",
+    )
     default_samples: int = Field(default=100, gt=1)
     max_samples: int = Field(default=10_000, gt=1)
     uncertainty_metric: str

@@ -185,12 +185,16 @@ def calibrate_risk(
     delta: float,
     binary: bool,
     split: tuple[NDArray[np.intp], NDArray[np.intp]],
+    target: str | None = None,
 ) -> OperatingPoint:
     """Largest threshold with retained risk <= alpha at confidence 1 - delta (Learn then Test).
 
     loss: 0/1 errors when binary, else values in [0, 1]. split: (selection, test) indices.
+    target: the goal in the caller's units (e.g. "retained RMSE <= 0.6"), for messages; the
+    loss may be a rescaled one the caller would not recognise.
     Raises TargetUnreachable when not even the most conservative candidate is certified.
     """
+    goal = target or f"retained risk <= {alpha:g}"
     if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
         raise ValueError(f"alpha and delta must be in (0, 1), got {alpha} and {delta}")
     u = np.asarray(uncertainty, np.float64)
@@ -212,13 +216,13 @@ def calibrate_risk(
     need = min_rows_to_reject(alpha, delta)
     if need > len(test):
         raise TargetUnreachable(
-            f"too few held-out rows: certifying a retained risk <= {alpha:g} at confidence "
+            f"too few held-out rows: certifying a {goal} at confidence "
             f"{1 - delta:g} needs at least {need} retained rows even with no errors, and the "
             f"test part has {len(test)}"
         )
     if rejected == 0 or len(cands) == 0:
         raise TargetUnreachable(
-            f"no threshold certifies a retained risk <= {alpha:g} at confidence {1 - delta:g}: "
+            f"no threshold certifies a {goal} at confidence {1 - delta:g}: "
             f"{len(cands)} candidate(s), the most conservative has p-value "
             f"{float(pvals[0]) if len(pvals) else 1.0:.3g} > delta = {delta:g}"
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
+from typing import Any
 
 from service.errors import MCDropError
 
@@ -20,11 +22,38 @@ COMMANDS = [
 ]
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default after its help, unless there is none or the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        no_default = action.default is None or action.default is False  # 0 is a default
+        if no_default or action.default == argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Every subcommand's parser formats its help the same way."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("mcdrop")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="mcdrop", description="MC dropout uncertainty serving: train, serve, calibrate."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"mcdrop {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
     return parser

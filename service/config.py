@@ -147,7 +147,16 @@ class Settings(BaseSettings):
 
     max_connections: int = Field(default=1024, ge=1)
     """Backstop only: uvicorn's limit on concurrent connections (idle keep-alive ones count),
-    past which it answers 503 to anything, health included."""
+    past which it answers 503 to everything but the health probes."""
+
+    header_read_timeout_s: float = Field(default=10.0, gt=0)
+    """A request head (request line and headers) must arrive whole within this many seconds of
+    its first byte, or of the connection's opening; else 408 and the connection is closed."""
+
+    body_read_timeout_s: float = Field(default=30.0, gt=0)
+    """A request body must arrive whole within this many seconds of the end of its head (a
+    deadline on the whole body, so a trickled body cannot stretch it); else the connection is
+    closed."""
 
     api_keys: SecretStr | None = None
     """Comma-separated API keys; when set (here or in api_keys_file), every route but health,

@@ -20,6 +20,7 @@ from service import uncertainty as U
 from service.artifact import Manifest, read_manifest
 from service.engines.base import Engine, SampleJob
 from service.errors import InactiveDropout, InvalidInput
+from service.row_shapes import first_bad_row
 
 MAX_SEED = 2**63 - 1
 
@@ -49,6 +50,19 @@ class Prediction:
     referral_ids: list[str | None] | None = None  # per row, set when abstained rows were referred
     # Per row: why it abstains whatever the threshold (e.g. its outputs overflowed), else None.
     reason: list[str | None] | None = None
+
+
+def _ragged(rows: Any, shape: list[int], field: str) -> InvalidInput:
+    """numpy could not make one array of the rows: name the first row that does not fit."""
+    bad = first_bad_row(rows, shape)
+    if bad is None:
+        flat = int(np.prod(shape))
+        msg = f"rows differ in shape; each must have shape {shape} (or {flat} values)"
+        return InvalidInput(f"{field}: {msg}")
+    index, msg = bad
+    return InvalidInput(
+        f"{field}: {msg}", detail=[{"loc": [field, index], "msg": msg, "type": "value_error"}]
+    )
 
 
 def metrics_for(task: str) -> tuple[str, ...]:
@@ -87,7 +101,7 @@ class MCDropoutModel:
         try:
             arr = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError) as e:
-            raise InvalidInput(f"{field}: expected numbers in rows of shape {shape} ({e})") from e
+            raise _ragged(x, shape, field) from e
         if arr.ndim >= 1 and arr.shape[0] == 0:
             raise InvalidInput(f"{field}: expected at least one row")
         if arr.ndim == 2 and arr.shape[1] == self._input_size:

@@ -60,6 +60,7 @@ class TrainConfig:
     default_samples: int = 100
     max_samples: int = 10_000
     input_scale: float = 1.0  # e.g. 1/255 for 8-bit images
+    image_zero: Literal["black", "white"] = "black"  # how reviewers see an image's value 0
 
 
 @dataclass
@@ -152,7 +153,13 @@ def train(
     weights = [m.weight for m in weight_layers(net)]
     gen = torch.Generator().manual_seed(cfg.seed)
     net.train()
-    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.name}", disable=not progress, unit="epoch")
+    # disable=None: no bar when stderr is not a terminal (a log file or a pipe).
+    bar = tqdm(
+        range(cfg.epochs),
+        desc=f"train {cfg.name}",
+        disable=None if progress else True,
+        unit="epoch",
+    )
     for _ in bar:
         perm = torch.randperm(n_train, generator=gen)
         total = 0.0
@@ -215,6 +222,7 @@ def train(
             y_mean=None if y_mean is None else [float(v) for v in y_mean],
             y_std=None if y_std is None else [float(v) for v in y_std],
         ),
+        image_zero=cfg.image_zero,
         default_samples=cfg.default_samples,
         max_samples=cfg.max_samples,
         uncertainty_metric=metric,

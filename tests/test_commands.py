@@ -172,3 +172,26 @@ def test_serve_refuses_bad_settings_naming_the_variables(
     err = capsys.readouterr().err
     assert "invalid settings: MCDROP_ENGINE_WORKERS above 1 needs MCDROP_ENGINE=torch" in err
     assert "MCDROP_:" not in err
+
+
+def test_serve_refuses_a_model_folder_naming_its_parent(
+    tiny_regression_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = Path(shutil.copytree(tiny_regression_dir, tmp_path / "models" / "toy"))
+    assert main(["serve", "--model-dir", str(one)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{one}' is one model's folder (it holds model.json)" in err
+    assert f"use --model-dir {one.parent}" in err
+
+
+def test_calibrate_rmse_target_not_met_speaks_in_rmse(
+    tiny_regression_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = Path(shutil.copytree(tiny_regression_dir, tmp_path / "reg"))
+    data = _regression_data(tmp_path / "held.npz", 200, 13)
+    argv = ["calibrate", str(reg), "--data", str(data), "--target-rmse", "0.01", "--metric", "std",
+            "--samples", "10"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "retained RMSE <= 0.01" in err  # the user's units, not the rescaled squared error
+    assert "retained risk" not in err

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -35,3 +39,28 @@ def test_dockerfile_healthcheck_and_user() -> None:
     assert "/health/ready" in text
     assert "USER 10001" in text
     assert 'CMD ["mcdrop", "serve"]' in text
+
+
+def _without_podman(tmp_path: Path) -> dict[str, str]:
+    # A PATH holding only what the script needs before it looks for podman.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    return {"PATH": str(bin_dir)}
+
+
+def test_image_check_skips_without_podman_unless_required(tmp_path: Path) -> None:
+    script = REPO / "deploy" / "check-image.sh"
+    assert os.access(script, os.X_OK)
+    env = _without_podman(tmp_path)
+    skipped = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert skipped.returncode == 0
+    assert "skipped: podman is not installed" in skipped.stderr
+    required = subprocess.run(
+        [str(script), "--require"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert required.returncode == 1
+    assert "cannot run: podman is not installed" in required.stderr

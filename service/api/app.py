@@ -18,7 +18,17 @@ from service.api.errors import install_error_handlers
 from service.api.lifecycle import install_sighup, publish_readiness
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.api.routes import admin, health, metrics, models, predict, referrals, review, v2
+from service.api.routes import (
+    admin,
+    docs,
+    health,
+    metrics,
+    models,
+    predict,
+    referrals,
+    review,
+    v2,
+)
 from service.api.watch_metrics import WatchCollector
 from service.config import Settings
 from service.serving.admission import AdmissionController
@@ -141,6 +151,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=_package_version(),
         description="MC dropout predictions with predictive mean, variance and an abstain flag.",
         lifespan=lifespan,
+        # Served by routes/docs.py instead: from the package, not a CDN.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.predictor = predictor
@@ -148,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.referrals = recorder
     app.state.api_keys_configured = bool(api_keys)
     install_error_handlers(app)
-    for module in (predict, models, health, metrics, admin, v2):
+    for module in (predict, models, health, metrics, admin, v2, docs):
         app.include_router(module.router)
     if recorder is not None:
         app.include_router(referrals.router)

@@ -8,10 +8,11 @@
   simply a wrong key (401), never a str/bytes TypeError (500).
 - Default deny: every path needs a key except the open ones below, so a route added later is
   protected without anyone remembering to. Open: liveness/readiness (probes carry no secrets),
-  V2 health (/v2/health/*), the API description (/docs, /redoc, /openapi.json: it describes the
-  API and holds no data), the review page's static shell (/review and its JS and CSS: a browser
-  cannot send a header when it opens a page; the page holds no data and sends the reviewer's key
-  as X-API-Key on every API call), and /metrics unless MCDROP_METRICS_NEED_KEY is set.
+  V2 health (/v2/health/*), the API description (/docs, /redoc, /openapi.json and their
+  scripts under /docs/assets/: it describes the API and holds no data), the review page's static
+  shell (/review and its JS and CSS: a browser cannot send a header when it opens a page; the
+  page holds no data and sends the reviewer's key as X-API-Key on every API call), and /metrics
+  unless MCDROP_METRICS_NEED_KEY is set.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from service.api.errors import error_response
 from service.config import Settings
 
 MIN_KEY_LENGTH = 16  # shorter keys are guessable; refused at start-up
-_OPEN_PREFIXES = ("/health/", "/v2/health/")
+_OPEN_PREFIXES = ("/health/", "/v2/health/", "/docs/assets/")
 _OPEN_PATHS = frozenset(
     {
         "/docs",

@@ -68,12 +68,44 @@ def _located(err: dict[str, Any]) -> dict[str, Any]:
     loc = [p for p in err.get("loc", ()) if not isinstance(p, (dict, list))]
     if loc and loc[0] == "body":
         loc = loc[1:]  # every field is in the body; the path reads better without it
-    return {"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+    kind = str(err.get("type", ""))
+    msg = str(err.get("msg", ""))
+    if kind in _NUMBER_TYPES:
+        msg = "expected a finite number" + _not_a_number(err.get("input"))
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+_NUMBER_TYPES = {"float_type", "float_parsing"}
+
+
+def _not_a_number(value: Any) -> str:
+    """What the value was instead, by JSON type only: the value itself is never echoed."""
+    if isinstance(value, bool):
+        return ", not true or false"
+    if isinstance(value, str):
+        return ', not a string (send 1.5, not "1.5")'
+    if value is None:
+        return ", not null"
+    if isinstance(value, (list, dict)):
+        return f", not {'a list' if isinstance(value, list) else 'an object'}"
+    return ""
+
+
+def _sent_json(request: Request) -> bool:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+_WRONG_CONTENT_TYPE = "send JSON with content-type: application/json"
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
+    if not _sent_json(request) and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        # FastAPI hands a non-JSON body over as bytes, so pydantic's complaint is about bytes.
+        detail = [{"loc": ["body"], "msg": _WRONG_CONTENT_TYPE, "type": "content_type"}]
+        return error_response(422, f"body: {_WRONG_CONTENT_TYPE}", detail, _request_id(request))
     detail = [_located(e) for e in errors[:MAX_DETAILS]]  # drops "input", "ctx", "url"
     first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"]) or "body"

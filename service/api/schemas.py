@@ -19,9 +19,12 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from service.api.watch_schemas import CalibrationWatchPublic
 from service.model import MAX_SEED
+
+FLAT_ROW_MESSAGE = "must be a list of rows; wrap a single row as [[...]]"
 
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
@@ -150,6 +153,9 @@ class PredictRequest(BaseModel):
     @field_validator("inputs")
     @classmethod
     def _strict_numbers(cls, rows: list[Any]) -> list[Any]:
+        if not any(isinstance(row, list) for row in rows):
+            # One error for the one mistake, rather than one per value of the unwrapped row.
+            raise PydanticCustomError("rows_expected", FLAT_ROW_MESSAGE)
         depth, first = 1, rows[0]
         while isinstance(first, list) and first and isinstance(first[0], list):
             depth, first = depth + 1, first[0]
@@ -287,6 +293,15 @@ class ModelPublic(BaseModel):
         default=None, description="Shape of one input row (flat rows of its product also work)."
     )
     feature_names: list[str] | None = Field(default=None, description="Input feature names.")
+    input_range: list[float] | None = Field(
+        default=None,
+        description="[low, high] of raw input values when the model scales its inputs "
+        "(0 to 1/input_scale, e.g. [0, 255] for 8-bit images); null when unknown.",
+    )
+    image_zero: Literal["black", "white"] | None = Field(
+        default=None,
+        description="How an image input's value 0 is drawn (the review page uses it).",
+    )
     output_names: list[str] | None = Field(default=None, description="Regression output names.")
     class_labels: list[str] | None = Field(default=None, description="Classifier class names.")
     tau: float | None = Field(
@@ -338,8 +353,8 @@ class Readiness(BaseModel):
     models: dict[str, bool] = Field(description="Model name → ready.")
     reason: str | None = Field(
         default=None,
-        description="Why not ready when no model is to blame: shutting down, or no model "
-        "directory.",
+        description="Why not ready (null when ready): still loading, shutting down, no model "
+        "directory, a model's own folder given as the directory, or no model loaded.",
     )
 
 

@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
         help="search with n_epochs x this for the 10x column (10: as Gal's 10x runs; the 1x "
         "column always uses the search's n_epochs snapshot)",
     )  # fmt: skip
-    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--seed", type=int, default=0, help="seed of training and MC sampling")
     u.add_argument("--out", default="bench/results/uci.json", help="JSON results file")
     u.set_defaults(func=run)
 

@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
         help="keep the threshold; only store the held-out scores the calibration watch needs "
         "(for a model calibrated before the watch existed)",
     )  # fmt: skip
-    p.add_argument("--delta", type=float, default=0.05, help="1 - confidence (default 0.05)")
+    p.add_argument("--delta", type=float, default=0.05, help="1 - confidence of the guarantee")
     p.add_argument(
         "--metric", help="uncertainty measure (default: compare all, keep the lowest AURC)"
     )
@@ -126,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
             risk_bound = None
         elif not regression:
             target = {"target_error": args.target_error}
-            op = C.calibrate_risk(u, scored.loss, args.target_error, args.delta, True, (sel, test))
+            goal = f"retained error rate <= {args.target_error:g}"
+            op = C.calibrate_risk(
+                u, scored.loss, args.target_error, args.delta, True, (sel, test), goal
+            )
             method = "learn-then-test, fixed-sequence, binomial (Clopper-Pearson) p-values"
             risk, risk_bound = op.risk, op.risk_upper_bound
         else:
@@ -137,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
             alpha = args.target_rmse**2 / scale
             if alpha >= 1.0:
                 raise ValueError("--target-rmse must be below --error-bound")
-            op = C.calibrate_risk(u, loss01, alpha, args.delta, False, (sel, test))
+            goal = f"retained RMSE <= {args.target_rmse:g} (errors clipped at {bound:.4g})"
+            op = C.calibrate_risk(u, loss01, alpha, args.delta, False, (sel, test), goal)
             method = "learn-then-test, fixed-sequence, Hoeffding-Bentkus p-values on clipped squared error"
             risk, risk_bound = (
                 float(np.sqrt(op.risk * scale)),

@@ -25,8 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from service.api.app import create_app
+    from service.api.protocol import guarded_protocol
     from service.api.server import DrainingServer
     from service.config import Settings
+    from service.serving.registry import model_folder_given
 
     overrides = {
         k: v
@@ -47,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     # A missing model directory is not fatal: the server stays live and not ready (readiness
     # says why) until a reload (SIGHUP) finds it, e.g. once a volume is mounted.
     model_dir = Path(settings.model_dir)
+    mistake = model_folder_given(model_dir)
+    if mistake:
+        raise ValueError(mistake)
     if (
         settings.default_model
         and model_dir.is_dir()
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=True,
         limit_concurrency=settings.max_connections,
+        # Read deadlines, and health probes that the connection cap never refuses.
+        http=guarded_protocol(settings.header_read_timeout_s, settings.body_read_timeout_s),
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     DrainingServer(config, on_exit=app.state.predictor.admission.drain).run()

@@ -13,33 +13,57 @@ def register(sub: Any) -> None:
         "train", help="train a dropout network and write models/NAME (model.json + weights)"
     )
     p.add_argument("data", help="training data: .csv (with --target) or .npz with arrays x, y")
-    p.add_argument("--task", choices=["regression", "classification"], required=True)
+    p.add_argument(
+        "--task", choices=["regression", "classification"], required=True,
+        help="what the network predicts",
+    )  # fmt: skip
     p.add_argument("--target", help="CSV target column name")
     p.add_argument("--name", help="model name (default: the --out folder's name)")
     p.add_argument("--out", required=True, help="output folder, e.g. models/diabetes")
-    p.add_argument("--arch", choices=["mlp", "convnet"], default="mlp")
+    p.add_argument(
+        "--arch", choices=["mlp", "convnet"], default="mlp",
+        help="mlp for feature rows, convnet for images",
+    )  # fmt: skip
     p.add_argument("--hidden", type=int, default=50, help="units per hidden layer")
     p.add_argument("--layers", type=int, default=2, help="hidden layers")
-    p.add_argument("--activation", choices=["relu", "tanh"], default="relu")
+    p.add_argument(
+        "--activation", choices=["relu", "tanh"], default="relu", help="hidden-layer activation"
+    )
     p.add_argument(
         "--channels", type=int, nargs="+", default=[32, 64],
-        help="convnet: output channels of each conv block (default: 32 64)",
+        help="convnet: output channels of each conv block",
     )  # fmt: skip
     p.add_argument("--dropout", type=float, default=0.1, help="drop rate of hidden layers")
     p.add_argument(
         "--input-dropout", type=float, help="drop rate of the input (default: --dropout)"
     )
-    p.add_argument("--noise", choices=["bernoulli", "gaussian"], default="bernoulli")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--noise", choices=["bernoulli", "gaussian"], default="bernoulli",
+        help="dropout noise: bernoulli masks, or gaussian multiplicative noise of the same "
+        "mean and variance",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, default=100, help="passes over the training rows")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per optimiser step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and masks")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1,
+        help="share of rows held out to fit tau and report validation figures",
+    )  # fmt: skip
     p.add_argument("--length-scale", type=float, default=1e-2, help="prior length-scale l")
     p.add_argument(
         "--tau", type=float, help="model precision (regression; default: fitted on validation)"
     )
-    p.add_argument("--input-scale", type=float, default=1.0, help="multiply inputs first (1/255)")
+    p.add_argument(
+        "--input-scale",
+        type=float,
+        default=1.0,
+        help="multiply inputs first (e.g. 1/255 for 8-bit images)",
+    )
+    p.add_argument(
+        "--image-zero", choices=["black", "white"], default="black",
+        help="images: how the review page draws the value 0 (white for dark ink on paper)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -69,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         length_scale=args.length_scale,
         tau=args.tau,
         input_scale=args.input_scale,
+        image_zero=args.image_zero,
     )
     result = train(ds, cfg, out, progress=not args.quiet)
     print(json.dumps(summary(result), indent=2))

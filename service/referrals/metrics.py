@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Rows of one group commit: one request's rows alone up to the rows of hundreds of requests.
+ROWS_PER_COMMIT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class ReferralMetrics:
@@ -20,8 +23,7 @@ class ReferralMetrics:
         self.store_failures = Counter(
             "mcdrop_referral_store_failures_total",
             "Referral writes that did not reach the database on the prediction path and went to "
-            "the spool: timeout, error, unavailable (store down, backing off) or busy (too many "
-            "writes in flight).",
+            "the spool: timeout, error, unavailable (store down, backing off).",
             ["reason"],
             registry=r,
         )
@@ -33,6 +35,21 @@ class ReferralMetrics:
         self.spool_pending = Gauge(
             "mcdrop_referral_spool_pending",
             "Referrals in the spool waiting to be replayed into the database.",
+            registry=r,
+        )
+        self.commits = Counter(
+            "mcdrop_referral_commits_total",
+            "Group commits of referral rows, each one transaction (store) or one fsynced append "
+            "(spool); rate() gives commits per second.",
+            ["target"],
+            registry=r,
+        )
+        self.commit_rows = Histogram(
+            "mcdrop_referral_commit_rows",
+            "Referral rows per group commit, by target (store or spool); _sum / _count gives the "
+            "mean rows per commit.",
+            ["target"],
+            buckets=ROWS_PER_COMMIT_BUCKETS,
             registry=r,
         )
         self.lost = Counter(
@@ -47,3 +64,8 @@ class ReferralMetrics:
             ["outcome"],
             registry=r,
         )
+
+    def committed(self, target: str, rows: int) -> None:
+        """One group commit of `rows` rows landed in `target` ("store" or "spool")."""
+        self.commits.labels(target).inc()
+        self.commit_rows.labels(target).observe(rows)

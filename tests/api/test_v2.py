@@ -165,7 +165,7 @@ async def test_samples_auto_adds_adaptive_outputs(v2: httpx.AsyncClient) -> None
                     {"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, True, 3, 4]}
                 ]
             },
-            "numbers only",
+            "value 1: expected a finite number, not true or false",
         ),
         (
             {
@@ -173,7 +173,7 @@ async def test_samples_auto_adds_adaptive_outputs(v2: httpx.AsyncClient) -> None
                     {"name": "input", "shape": [2, 2], "datatype": "INT32", "data": [1, 2.5, 3, 4]}
                 ]
             },
-            "integers only",
+            "value 1: expected an integer",
         ),
         (
             {"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1] * 6}]},

@@ -4,6 +4,7 @@ names a server, as .ci/run arranges), and hand-made referral rows."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         pytest.skip(f"{PG_ENV} is not set (no PostgreSQL server for this run)")
     _reset_postgres(url)
     return url
+
+
+@pytest.fixture(scope="module")
+def model_dir(
+    tmp_path_factory: pytest.TempPathFactory, tiny_regression_dir: Path, tiny_classifier_dir: Path
+) -> Path:
+    """The tiny regression and classification models, served by the prediction-path tests."""
+    root = tmp_path_factory.mktemp("referral_models")
+    for src in (tiny_regression_dir, tiny_classifier_dir):
+        shutil.copytree(src, root / src.name)
+    return root
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ opt-out, hash-only inputs, and a broken store that never fails a prediction nor 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.anyio
 
 ALWAYS = -1.0  # a threshold below any uncertainty: every row abstains
 NEVER = 1e300
-
-
-@pytest.fixture(scope="module")
-def model_dir(
-    tmp_path_factory: pytest.TempPathFactory, tiny_regression_dir: Path, tiny_classifier_dir: Path
-) -> Path:
-    root = tmp_path_factory.mktemp("referral_models")
-    for src in (tiny_regression_dir, tiny_classifier_dir):
-        shutil.copytree(src, root / src.name)
-    return root
 
 
 def settings(model_dir: Path, tmp_path: Path, **overrides: Any) -> Settings:

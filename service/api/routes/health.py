@@ -33,6 +33,6 @@ async def ready(predictor: PredictorDep) -> JSONResponse:
     body = Readiness(
         status="ready" if ok else "not ready",
         models={name: e.ready for name, e in sorted(registry.entries.items())},
-        reason="shutting down" if draining else registry.error,
+        reason="shutting down" if draining else registry.not_ready_reason(),
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -52,6 +52,10 @@ def describe(predictor: Predictor, entry: ModelEntry) -> ModelPublic:
         m.output_names,
         m.class_labels,
     )
+    scale = m.normalization.input_scale
+    # The scale maps raw inputs onto [0, 1] (pixels), so the raw range is 0 to 1/scale.
+    out.input_range = [0.0, round(1.0 / scale, 6)] if scale > 0 and scale != 1.0 else None
+    out.image_zero = m.image_zero
     out.tau, out.threshold, out.calibrated = m.tau, m.threshold, m.calibration is not None
     out.uncertainty_metric, out.uncertainty_metrics = (
         m.uncertainty_metric,

@@ -80,25 +80,42 @@ function imageGeometry(r) {
   return null;
 }
 
-function imageCanvas(values, [c, h, w]) {
+// Grey levels as the data has them: the model's raw input range when it is known (pixels
+// 0..255 for a model that scales by 1/255), else 0 (or the lowest value) up to the highest, so
+// an all-zero image is plainly black, not blank. The model says whether 0 is black or white.
+function imageCanvas(values, [c, h, w], display) {
   const scale = Math.max(2, Math.floor(168 / Math.max(h, w)));
   const canvas = el("canvas", { class: "input-image", width: w, height: h });
   canvas.style.width = `${w * scale}px`;
   canvas.style.height = `${h * scale}px`;
   canvas.setAttribute("aria-label", `input image ${h}×${w}`);
-  const lo = Math.min(...values), hi = Math.max(...values);
+  const [lo, hi] = display.range || [Math.min(0, ...values), Math.max(0, ...values)];
   const span = hi > lo ? hi - lo : 1;
+  const zeroIsWhite = display.zero === "white";
+  canvas.dataset.zero = zeroIsWhite ? "white" : "black";
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(w, h);
   for (let p = 0; p < h * w; p++) {
     for (let k = 0; k < 3; k++) {
-      const v = (values[(c === 3 ? k : 0) * h * w + p] - lo) / span;
-      img.data[4 * p + k] = c === 3 ? 255 * v : 255 * (1 - v); // one channel: ink dark on white
+      const v = Math.min(1, Math.max(0, (values[(c === 3 ? k : 0) * h * w + p] - lo) / span));
+      img.data[4 * p + k] = Math.round(255 * (zeroIsWhite && c !== 3 ? 1 - v : v));
     }
     img.data[4 * p + 3] = 255;
   }
   ctx.putImageData(img, 0, 0);
   return canvas;
+}
+
+// How each model's images are drawn, from GET /v1/models; a model missing there (removed
+// since the referral) is drawn with the defaults.
+const displays = new Map();
+
+async function loadDisplays() {
+  try {
+    const list = await api("v1/models");
+    displays.clear();
+    for (const m of list.models) displays.set(m.name, { range: m.input_range, zero: m.image_zero });
+  } catch (_) { /* the listing still works; images use the defaults */ }
 }
 
 function inputSection(r) {
@@ -110,7 +127,7 @@ function inputSection(r) {
   const values = flatten(r.input);
   const geometry = imageGeometry(r);
   if (geometry && values.length === geometry[0] * geometry[1] * geometry[2]) {
-    section.append(imageCanvas(values, geometry));
+    section.append(imageCanvas(values, geometry, displays.get(r.model) || {}));
     return section;
   }
   const names = r.feature_names || values.map((_, i) => `x${i}`);
@@ -166,23 +183,38 @@ function probabilityBars(r) {
 
 // ---------------------------------------------------------------- answering
 
+// The model's answer to the nearest digit its own spread makes meaningful: one more decimal
+// than the first significant digit of the standard deviation (152 ± 48, 1.23 ± 0.23).
+function rounded(mean, std) {
+  if (!(std > 0) || !Number.isFinite(std)) return fmt(mean);
+  const decimals = Math.min(6, Math.max(0, 1 - Math.floor(Math.log10(std))));
+  return `${mean.toFixed(decimals)} ± ${std.toFixed(decimals)}`;
+}
+
+// The answer fields start empty and the model's suggestion sits beside them: a reviewer types
+// or picks their own answer instead of accepting the model's with one click.
 function answerForm(r, card) {
   const form = el("form", { class: "answer" });
   let read;
+  const suggestion = (text) => el("span", { class: "suggestion", text: `model: ${text}` });
   if (r.task === "classification") {
-    const select = el("select", { name: "label", "aria-label": "label" });
+    const select = el("select", { name: "label", "aria-label": "label", required: true });
+    select.append(el("option", { value: "", text: "choose…", disabled: true, selected: true }));
     (r.prediction.probabilities || []).forEach((q, i) => select.append(el("option",
-      { value: String(i), text: `${className(r, i)} (${(100 * q).toFixed(0)}%)` })));
-    select.value = String(r.prediction.label);
-    form.append(el("label", { text: "Label " }, select));
+      { value: String(i), text: className(r, i) })));
+    const p = r.prediction;
+    const share = (100 * (p.probabilities || [])[p.label]).toFixed(0);
+    form.append(el("label", { text: "Label " }, select),
+      suggestion(`${className(r, p.label)} (${share}%)`));
     read = () => ({ label: Number(select.value) });
   } else {
     const outputs = r.output_names || r.prediction.mean.map((_, i) => `y${i}`);
+    const std = r.prediction.std || [];
     const inputs = outputs.map((name, i) => el("input", {
-      type: "number", step: "any", required: true, name: `value-${i}`,
-      value: String(r.prediction.mean[i]), "aria-label": name,
+      type: "number", step: "any", required: true, name: `value-${i}`, "aria-label": name,
     }));
-    inputs.forEach((inp, i) => form.append(el("label", { text: `${outputs[i]} ` }, inp)));
+    inputs.forEach((inp, i) => form.append(el("label", { text: `${outputs[i]} ` }, inp),
+      suggestion(rounded(r.prediction.mean[i], std[i]))));
     read = () => ({ value: inputs.map((inp) => Number(inp.value)) });
   }
   const note = el("textarea", { name: "note", maxLength: 2000, "aria-label": "note" });
@@ -273,7 +305,7 @@ async function load() {
   if (who) params.set("reviewer", who); // also show the items I have claimed
   setStatus("Loading…");
   try {
-    const page = await api(`v1/referrals?${params}`);
+    const [page] = await Promise.all([api(`v1/referrals?${params}`), loadDisplays()]);
     pager.total = page.total;
     const items = byId("items");
     items.replaceChildren(...page.items.map(card));
