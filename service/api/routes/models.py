@@ -41,8 +41,9 @@ def describe(predictor: Predictor, entry: ModelEntry) -> ModelPublic:
     out = ModelPublic(
         name=entry.name, ready=entry.ready, reason=entry.reason, reload_error=entry.reload_error
     )
-    if predictor.watches is not None:
-        out.calibration_watch = watch_public(predictor.watches.view(entry.name))
+    watches = getattr(predictor, "watches", None)  # describing a folder needs no predictor
+    if watches is not None:
+        out.calibration_watch = watch_public(watches.view(entry.name))
     m = entry.manifest
     if m is None:
         return out
