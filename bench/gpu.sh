@@ -53,5 +53,7 @@ timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_masks.py tests/tes
 echo "== checks and figures"
 (cd bench && timeout 420 "$PY" gpu_check.py --out "$(cd .. && realpath "$OUT")/gpu.json") \
   || status=1
+echo "== graph models (package_torch / import-onnx) on onnxruntime's CUDA provider"
+timeout 300 "$PY" bench/gpu_byom.py --out "$OUT/gpu_byom.json" || status=1
 echo "results in $OUT/gpu.json; exit status $status"
 exit $status

@@ -3,6 +3,9 @@
 from service import load_model
 m = load_model("models/diabetes")
 p = m.predict(x, samples=100, seed=0)   # p.mean, p.variance, p.uncertainty, p.abstain
+
+from service import package_torch        # serve your own nn.Module (docs/bring-your-own.md)
+package_torch(net, x[:8], "models/mynet", task="classification")
 """
 
 from __future__ import annotations
@@ -10,15 +13,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from service.engines.torch_package import package_torch
     from service.model import MCDropoutModel, Prediction, load_model
+    from service.packaging import import_onnx
 
-__all__ = ["MCDropoutModel", "Prediction", "load_model"]
+__all__ = ["MCDropoutModel", "Prediction", "import_onnx", "load_model", "package_torch"]
+_HOMES = {"package_torch": "service.engines.torch_package", "import_onnx": "service.packaging"}
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the package (e.g. for the CLI's --help) does not import torch.
     if name in __all__:
-        from service import model
+        import importlib
 
-        return getattr(model, name)
+        return getattr(importlib.import_module(_HOMES.get(name, "service.model")), name)
     raise AttributeError(name)

@@ -15,7 +15,14 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -53,6 +60,38 @@ class ConvArchitecture(_Strict):
     kernel_size: int = 5
     hidden: list[int]
     output_dim: int = Field(gt=0)
+
+
+class GraphSite(_Strict):
+    """One dropout site of an ONNX graph: the graph multiplies by the 0/1 mask input `input`."""
+
+    input: str = Field(description="Name of the mask input, e.g. mask_0.")
+    keep_prob: float = Field(gt=0.0, lt=1.0)
+    kind: Literal["element", "channel"] = Field(
+        description="element: one decision per value; channel: one per (row, channel)."
+    )
+    shape: list[int] = Field(description="Mask shape per row (1 on the broadcast axes).")
+    source: str = Field(default="", description="The layer, node or tensor it came from.")
+
+
+class GraphArchitecture(_Strict):
+    """A user's network as an ONNX graph whose dropout sites are mask inputs (see graph_import)."""
+
+    kind: Literal["graph"] = "graph"
+    graph: str = Field(default="graph.onnx", description="The graph file, in the folder.")
+    graph_sha256: str
+    input_shape: list[int]
+    output_dim: int = Field(gt=0)
+    outputs: Literal["logits", "probabilities", "values"] = Field(
+        description="What the network returns; probabilities enter the graph as their log."
+    )
+    sites: list[GraphSite] = Field(min_length=1)
+    bytes_per_row: int = Field(gt=0, description="Activation bytes per stacked row of a pass.")
+    engines: list[Literal["onnx"]] = Field(
+        default_factory=lambda: ["onnx"],  # type: ignore[arg-type]
+        description="Engines that can run this folder.",
+    )
+    source: dict[str, Any] = Field(default_factory=dict)
 
 
 class DropoutSpec(_Strict):
@@ -93,8 +132,12 @@ class Manifest(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "1"
     task: Task
-    architecture: MLPArchitecture | ConvArchitecture = Field(discriminator="kind")
-    dropout: DropoutSpec
+    architecture: MLPArchitecture | ConvArchitecture | GraphArchitecture = Field(
+        discriminator="kind"
+    )
+    dropout: DropoutSpec | None = Field(
+        default=None, description="The built-in networks' dropout; graphs list their sites."
+    )
     tau: float | None = Field(
         default=None,
         gt=0,
@@ -136,8 +179,17 @@ class Manifest(_Strict):
             )
         return v
 
+    @model_validator(mode="after")
+    def _dropout_described(self) -> Manifest:
+        if self.dropout is None and not isinstance(self.architecture, GraphArchitecture):
+            raise ValueError(f"a '{self.architecture.kind}' network needs its 'dropout' spec")
+        return self
+
     @property
     def keep_prob(self) -> float:
+        if self.dropout is None:  # a graph: its lowest keep probability
+            assert isinstance(self.architecture, GraphArchitecture)
+            return min(s.keep_prob for s in self.architecture.sites)
         return 1.0 - self.dropout.hidden_rate
 
     @property

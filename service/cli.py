@@ -15,6 +15,7 @@ COMMANDS = [
     "service.commands.train",
     "service.commands.serve",
     "service.commands.export_onnx",
+    "service.commands.import_onnx",
     "service.commands.referrals",
     "service.commands.bench",
     "service.commands.calibrate",

@@ -78,3 +78,9 @@ class ArtifactError(MCDropError):
 
 class InactiveDropout(ArtifactError):
     """All MC passes came out identical: the model's dropout is not stochastic at serving time."""
+
+
+class EngineUnavailable(ArtifactError):
+    """No engine this server has can run the model folder on the device asked for."""
+
+    status_code = 503

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service import uncertainty as U
-from service.artifact import Manifest, read_manifest
+from service.artifact import GraphArchitecture, Manifest, read_manifest
 from service.engines.base import Engine, SampleJob
 from service.errors import InactiveDropout, InvalidInput
 from service.row_shapes import first_bad_row
@@ -258,16 +258,21 @@ def load_model(
     """Load a model folder (model.json + weights.safetensors) and check its dropout is live.
 
     engine: "torch" (CPU or CUDA; precision float32, or tf32/bf16 on CUDA) or "onnx"
-    (onnxruntime on the CPU, needs model.onnx from `mcdrop export-onnx`).
+    (onnxruntime on the CPU, needs model.onnx from `mcdrop export-onnx`). A graph folder
+    (imported or packaged) lists the engines that can run it, and one of those is used.
     """
     if engine not in ("torch", "onnx"):
         raise ValueError(f"engine: expected 'torch' or 'onnx', got '{engine}'")
     path = Path(folder)
     manifest = read_manifest(path)
-    if engine == "onnx":
+    if isinstance(manifest.architecture, GraphArchitecture):
+        from service.engines.graph_engine import load_graph_engine
+
+        eng: Engine = load_graph_engine(path, manifest, device, max_activation_mb)
+    elif engine == "onnx":
         from service.engines.onnx_engine import load_onnx_engine
 
-        eng: Engine = load_onnx_engine(path, manifest, max_activation_mb)
+        eng = load_onnx_engine(path, manifest, max_activation_mb)
     else:
         from service.engines.torch_engine import load_torch_engine
 

@@ -9,7 +9,6 @@ with tau = 1 (the softmax likelihood has no noise precision).
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +16,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from scipy.optimize import minimize_scalar
 from torch import nn
 from tqdm import tqdm
 
@@ -256,16 +254,8 @@ def save_artifact(out: Path, manifest: Manifest, net: nn.Sequential) -> Manifest
 
 
 def _fit_tau(ys: NDArray[np.float64], y: NDArray[np.float64]) -> float:
-    """tau maximising the paper's MC log-likelihood on held-out rows (1-D search over log tau)."""
-
-    def neg_ll(log_tau: float) -> float:
-        return -U.mc_log_likelihood(ys, y, math.exp(log_tau))
-
-    scale = float(np.var(y)) or 1.0
-    res = minimize_scalar(
-        neg_ll, bounds=(-math.log(scale) - 12, -math.log(scale) + 12), method="bounded"
-    )
-    return float(math.exp(res.x))
+    """tau maximising the paper's MC log-likelihood on held-out rows (see uncertainty.fit_tau)."""
+    return U.fit_tau(ys, y)
 
 
 def summary(result: TrainResult) -> dict[str, Any]:

@@ -30,7 +30,9 @@ _CACHE_CHUNK_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
-class _OnnxSite:
+class OnnxSite:
+    """A mask input `mask_{site}` of shape (rows, *shape), 0/1 or Gaussian noise."""
+
     site: int
     keep_prob: float
     noise: str
@@ -41,7 +43,7 @@ class _OnnxSite:
         return int(np.prod(self.shape))
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
@@ -50,7 +52,7 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     return opts
 
 
-def _first_line(e: Exception, limit: int = 200) -> str:
+def first_line(e: Exception, limit: int = 200) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:limit]
 
@@ -79,21 +81,69 @@ class OnnxEngine:
         # files, so a graph whose tensors point elsewhere ("../../secret") fails to load.
         try:
             self._session = ort.InferenceSession(
-                path.read_bytes(), _session_options(threads), providers=["CPUExecutionProvider"]
+                path.read_bytes(), session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as e:  # truncated or corrupt graph, external data, unknown operator
-            raise ArtifactError(f"{path}: not a loadable ONNX graph ({_first_line(e)})") from e
+            raise ArtifactError(f"{path}: not a loadable ONNX graph ({first_line(e)})") from e
         meta = self._session.get_modelmeta().custom_metadata_map
         if meta.get("mcdrop.weights_sha256") != manifest.weights.sha256:
             raise ArtifactError(
                 f"{path}: exported from other weights than the manifest's; "
                 f"re-run `mcdrop export-onnx {folder}`"
             )
-        self._sites = [
-            _OnnxSite(k, s["keep_prob"], s["noise"], tuple(s["shape"]))
+        sites = [
+            OnnxSite(k, s["keep_prob"], s["noise"], tuple(s["shape"]))
             for k, s in enumerate(json.loads(meta["mcdrop.sites"]))
         ]
-        bytes_per_row = int(meta["mcdrop.bytes_per_row"])
+        self._start(sites, int(meta["mcdrop.bytes_per_row"]), max_activation_mb, threads)
+
+    # A graph may run its deterministic prefix as a session of its own: once per batch of
+    # requests, where inside the graph it would run again for every chunk.
+    _prefix: ort.InferenceSession | None = None
+    _prefix_outputs: tuple[str, ...] = ()
+    _suffix_takes_x = True
+    _inputs: frozenset[str] | None = None  # the session's inputs, when not all are fed
+    _applied: dict[int, tuple[str, str]] = {}  # noqa: RUF012  # never mutated: replaced
+
+    @classmethod
+    def from_session(
+        cls,
+        session: ort.InferenceSession,
+        sites: list[OnnxSite],
+        bytes_per_row: int,
+        max_activation_mb: float = 256.0,
+        threads: int | None = None,
+        prefix: ort.InferenceSession | None = None,
+        applied: dict[int, tuple[str, str]] | None = None,
+    ) -> OnnxEngine:
+        """An engine over sessions already built and checked (an imported graph's folder).
+
+        With `prefix`, `session` takes the prefix's outputs (and `x` if it lists it) in place
+        of the layers before the first dropout site. `applied` maps a site to (prefix output,
+        session input): that site's mask is applied here, in place on the replicated rows,
+        and the session takes the masked tensor.
+        """
+        engine = cls.__new__(cls)
+        engine._session = session
+        if prefix is not None:
+            engine._prefix = prefix
+            engine._prefix_outputs = tuple(o.name for o in prefix.get_outputs())
+            engine._suffix_takes_x = "x" in {i.name for i in session.get_inputs()}
+            engine._inputs = frozenset(i.name for i in session.get_inputs())
+            engine._applied = dict(applied or {})
+        if "CUDAExecutionProvider" in session.get_providers():
+            engine.device = "cuda"
+        engine._start(sites, bytes_per_row, max_activation_mb, threads)
+        return engine
+
+    def _start(
+        self,
+        sites: list[OnnxSite],
+        bytes_per_row: int,
+        max_activation_mb: float,
+        threads: int | None,
+    ) -> None:
+        self._sites = sites
         # Masks are float32 here (4 bytes, where the torch engine holds 1-byte keep masks).
         bytes_per_row += 3 * sum(s.elements for s in self._sites)
         budget_rows = int(max_activation_mb * 2**20 // bytes_per_row)
@@ -106,8 +156,19 @@ class OnnxEngine:
         self.max_rows = max(1, min(budget_rows, cache_rows))
         self._filler = masks.MaskFiller(threads or os.cpu_count() or 1)
 
+    def _per_row(self, x: NDArray[np.float32]) -> dict[str, NDArray[np.generic]]:
+        """The graph's inputs that hold one row per input row: x, or the prefix's outputs."""
+        if self._prefix is None:
+            return {"x": x}
+        values = self._prefix.run(list(self._prefix_outputs), {"x": x})
+        feed: dict[str, NDArray[np.generic]] = dict(zip(self._prefix_outputs, values, strict=True))
+        if self._suffix_takes_x:
+            feed["x"] = x
+        return feed
+
     def sample_many(self, jobs: list[SampleJob]) -> list[NDArray[np.float32]]:
         x = np.ascontiguousarray(np.concatenate([j.x for j in jobs]), dtype=np.float32)
+        per_row = self._per_row(x)
         first_row = np.cumsum([0] + [j.rows for j in jobs])
         outputs: list[NDArray[np.float32]] = []
         for chunk in plan_chunks([(j.rows, j.samples) for j in jobs], self.max_rows):
@@ -117,15 +178,25 @@ class OnnxEngine:
                     for s in chunk
                 ]
             ).astype(np.int64)
-            feed: dict[str, NDArray[np.generic]] = {"x": x, "rows": rows}
+            feed: dict[str, NDArray[np.generic]] = {**per_row, "rows": rows}
             mask_rows = chunk_rows(chunk, jobs)
             for site in self._sites:
-                feed[f"mask_{site.site}"] = self._draw(site, mask_rows)
+                entered = self._applied.get(site.site)
+                if entered is None:
+                    feed[f"mask_{site.site}"] = self._draw(site, mask_rows)
+                    continue
+                source, masked = entered
+                h = np.take(per_row[source], rows, axis=0)
+                flat = h.reshape(len(rows), -1)
+                self._filler.apply(flat, mask_rows, site.site, site.keep_prob)
+                feed[masked] = h
+            if self._inputs is not None:
+                feed = {k: v for k, v in feed.items() if k in self._inputs}
             y = self._session.run(["y"], feed)[0]
             self._scatter(y, chunk, jobs, outputs)
         return outputs
 
-    def _draw(self, site: _OnnxSite, rows: masks.MaskRows) -> NDArray[np.float32]:
+    def _draw(self, site: OnnxSite, rows: masks.MaskRows) -> NDArray[np.float32]:
         if site.noise == "bernoulli":
             keep = np.empty((len(rows), site.elements), np.bool_)
             self._filler.fill(keep, rows, site.site, site.keep_prob)
@@ -154,12 +225,18 @@ class OnnxEngine:
         """Weight scaling: every mask at its mean (keep_prob, since 1/keep is folded; or 1)."""
         n = x.shape[0]
         feed: dict[str, NDArray[np.generic]] = {
-            "x": np.ascontiguousarray(x, dtype=np.float32),
+            **self._per_row(np.ascontiguousarray(x, dtype=np.float32)),
             "rows": np.arange(n, dtype=np.int64),
         }
         for site in self._sites:
             mean = site.keep_prob if site.noise == "bernoulli" else 1.0
-            feed[f"mask_{site.site}"] = np.full((n, *site.shape), mean, np.float32)
+            entered = self._applied.get(site.site)
+            if entered is not None:
+                feed[entered[1]] = np.asarray(feed[entered[0]], np.float32) * np.float32(mean)
+            else:
+                feed[f"mask_{site.site}"] = np.full((n, *site.shape), mean, np.float32)
+        if self._inputs is not None:
+            feed = {k: v for k, v in feed.items() if k in self._inputs}
         y: NDArray[np.float32] = self._session.run(["y"], feed)[0]
         return y
 

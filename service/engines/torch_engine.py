@@ -31,7 +31,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from service.artifact import Manifest, load_weights
+from service.artifact import GraphArchitecture, Manifest, load_weights
 from service.engines import masks, torch_masks
 from service.engines.base import (
     SampleJob,
@@ -40,6 +40,7 @@ from service.engines.base import (
     plan_chunks,
     replication_index,
 )
+from service.errors import ArtifactError
 from service.nets import MCDropout, build_net, expected_shapes
 
 _CACHE_CHUNK_BYTES = 4 * 2**20
@@ -390,6 +391,8 @@ class TorchEngine:
 
 def build_from_manifest(folder: Path, manifest: Manifest) -> nn.Sequential:
     """Rebuild the network the manifest describes and load its verified weights."""
+    if isinstance(manifest.architecture, GraphArchitecture) or manifest.dropout is None:
+        raise ArtifactError(f"{folder}: a graph folder runs on the onnx engine, not torch")
     net = build_net(manifest.architecture, manifest.dropout)
     tensors = load_weights(folder, manifest, expected_shapes(net))
     net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
