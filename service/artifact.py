@@ -117,6 +117,14 @@ class WeightsRef(_Strict):
     sha256: str
 
 
+class ReferenceRef(_Strict):
+    """The held-out uncertainty scores of the last calibration (see service/reference.py)."""
+
+    file: str = "reference.safetensors"
+    sha256: str
+    n: int = Field(gt=0, description="How many held-out scores the file holds.")
+
+
 class Manifest(_Strict):
     """The versioned description of one model folder (model.json)."""
 
@@ -156,6 +164,11 @@ class Manifest(_Strict):
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     weights: WeightsRef
+    reference: ReferenceRef | None = Field(
+        default=None,
+        description="Held-out uncertainty scores the calibration watch ranks live traffic "
+        "against; null before `mcdrop calibrate` (the watch then reports 'unavailable').",
+    )
 
     @field_validator("format_version")
     @classmethod

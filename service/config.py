@@ -115,6 +115,19 @@ class Settings(BaseSettings):
     referral_webhook_timeout_s: float = Field(default=5.0, gt=0)
     """Timeout of one webhook POST; failed POSTs are retried 3 times with backoff."""
 
+    # ---- calibration watch (is live traffic still exchangeable with the calibration data?)
+
+    calibration_watch: bool = True
+    """Test each model's live uncertainty against its reference scores (stored by `mcdrop
+    calibrate`) and report in GET /v1/models/{name}, /metrics and /review when it shifts."""
+
+    watch_alpha: float = Field(default=0.01, gt=0, lt=1)
+    """False-alarm probability of the watch: it turns 'shifted' when its test martingale reaches
+    1/watch_alpha, which exchangeable traffic does with probability at most watch_alpha (Ville)."""
+
+    watch_window: int = Field(default=500, ge=10)
+    """Tested requests in the windowed referral rate shown beside the martingale."""
+
     # ---- reliability and security (admission control, deadlines, shutdown, API keys)
 
     max_inflight_sample_rows: int = Field(default=4_000_000, ge=1)

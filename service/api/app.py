@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -28,11 +29,16 @@ from service.api.routes import (
     review,
     v2,
 )
+from service.api.watch_metrics import WatchCollector
 from service.config import Settings
 from service.serving.admission import AdmissionController
 from service.serving.predictor import Limits, Predictor
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner, Runner
+from service.serving.watch import CalibrationWatches
+
+if TYPE_CHECKING:
+    from service.referrals.recorder import ReferralRecorder
 
 log = logging.getLogger("mcdrop.api")
 
@@ -53,6 +59,20 @@ def make_runner(settings: Settings, service_metrics: ServiceMetrics | None = Non
             )
             return runner
     return DirectRunner(workers=settings.engine_workers)
+
+
+def make_watches(
+    settings: Settings, registry: ModelRegistry, recorder: ReferralRecorder | None
+) -> CalibrationWatches:
+    """The calibration watch; its alarm goes out on the referral webhook when one is set."""
+    webhook = recorder.webhook if recorder is not None else None
+    return CalibrationWatches(
+        registry,
+        alpha=settings.watch_alpha,
+        window=settings.watch_window,
+        enabled=settings.calibration_watch,
+        notify=webhook.notify_event if webhook is not None else None,
+    )
 
 
 def _package_version() -> str:
@@ -90,12 +110,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from service.referrals.recorder import recorder_from_settings
 
         recorder = recorder_from_settings(settings, service_metrics.registry)
+    watches = make_watches(settings, registry, recorder)
+    service_metrics.registry.register(WatchCollector(watches))
     predictor = Predictor(
         registry,
         make_runner(settings, service_metrics),
         limits,
         referrals=recorder,
         admission=admission,
+        watches=watches,
     )
     api_keys = load_api_keys(settings)  # ValueError (stops start-up) when unreadable or weak
 

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.api.watch_schemas import CalibrationWatchPublic
 from service.model import MAX_SEED
 
 FLAT_ROW_MESSAGE = "must be a list of rows; wrap a single row as [[...]]"
@@ -323,6 +324,11 @@ class ModelPublic(BaseModel):
     )
     engine: str | None = Field(default=None, description="MC engine serving the model.")
     device: str | None = Field(default=None, description="Device the engine runs on.")
+    calibration_watch: CalibrationWatchPublic | None = Field(
+        default=None,
+        description="Whether live traffic still looks like the calibration data, so the "
+        "threshold's guarantee still holds (see docs/calibration-watch.md).",
+    )
 
 
 class ModelList(BaseModel):

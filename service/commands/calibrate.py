@@ -34,6 +34,11 @@ def register(sub: Any) -> None:
     goal.add_argument("--max-referral-rate", type=float, help="refer at most this fraction")
     goal.add_argument("--target-error", type=float, help="classification: retained error <= e")
     goal.add_argument("--target-rmse", type=float, help="regression: retained RMSE <= v")
+    goal.add_argument(
+        "--reference-only", action="store_true",
+        help="keep the threshold; only store the held-out scores the calibration watch needs "
+        "(for a model calibrated before the watch existed)",
+    )  # fmt: skip
     p.add_argument("--delta", type=float, default=0.05, help="1 - confidence of the guarantee")
     p.add_argument(
         "--metric", help="uncertainty measure (default: compare all, keep the lowest AURC)"
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         score_mc,
     )
     from service.model import load_model, metrics_for
+    from service.reference import save_reference
     from service.selective import aurc
 
     folder = resolve_model_dir(args.model)
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         fingerprint["referrals_sha256"] = array_sha256(referred.x, referred.y)
     ds = parts[0] if len(parts) == 1 else concat_datasets(parts)
     scored = score_mc(model, ds, samples, args.seed)
+    if args.reference_only:
+        return _reference_only(folder, model, scored.uncertainty, samples, args.dry_run)
     n = len(scored.loss)
     regression = task == "regression"
     # Metric choice and candidate thresholds look at the selection part only (see calibration.py).
@@ -172,10 +180,49 @@ def run(args: argparse.Namespace) -> int:
         print("dry run: manifest left unchanged", file=sys.stderr)
         return 0
     manifest = model.manifest.model_copy(deep=True)
+    # The held-out scores go beside the weights, hashed in the manifest, for the live watch;
+    # its referral rate is over every held-out row, the same rows the watch ranks against.
+    finite = u[np.isfinite(u)]
+    manifest.reference = save_reference(
+        folder, u, metric, op.threshold, samples,
+        referral_rate=float(np.mean(finite > op.threshold)) if len(finite) else 0.0,
+        calibrated_at=calibration["date"],
+    )  # fmt: skip
     manifest.uncertainty_metric = metric
     manifest.threshold = op.threshold
     manifest.calibration = calibration
     manifest.training["threshold_source"] = "mcdrop calibrate: see calibration"
     write_manifest(folder, manifest)
-    print(f"wrote {folder}/model.json: {metric} > {op.threshold:.6g} abstains", file=sys.stderr)
+    print(f"wrote {folder}/model.json: {metric} > {op.threshold:.6g} abstains, and "
+          f"{len(finite)} reference scores", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _reference_only(
+    folder: Any, model: Any, uncertainty: dict[str, Any], samples: int, dry_run: bool
+) -> int:
+    """Store the held-out scores of the manifest's metric; the threshold stays as it is."""
+    import numpy as np
+
+    from service.artifact import write_manifest
+    from service.reference import save_reference
+
+    m = model.manifest
+    if m.calibration is None:
+        raise ValueError("--reference-only: this model was never calibrated; give a target")
+    u = uncertainty[m.uncertainty_metric]
+    finite = u[np.isfinite(u)]
+    rate = float(np.mean(finite > m.threshold)) if len(finite) else 0.0
+    print(f"{len(finite)} reference scores of {m.uncertainty_metric}; {rate:.4f} of them are "
+          f"over the threshold {m.threshold:.6g}")  # fmt: skip
+    if dry_run:
+        print("dry run: nothing written", file=sys.stderr)
+        return 0
+    manifest = m.model_copy(deep=True)
+    date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    manifest.reference = save_reference(
+        folder, u, m.uncertainty_metric, m.threshold, samples, rate, calibrated_at=date
+    )
+    write_manifest(folder, manifest)
+    print(f"wrote {folder}/reference.safetensors and its hash in model.json", file=sys.stderr)
     return 0

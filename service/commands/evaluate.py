@@ -23,7 +23,21 @@ def register(sub: Any) -> None:
     p.add_argument("--target", dest="target_col", help="CSV target column name")
     p.add_argument("--out", help="report folder (default: build/evaluate/MODEL_NAME)")
     p.add_argument("--samples", type=int, help="MC passes T (default: the manifest's)")
-    p.add_argument("--seed", type=int, default=0, help="MC seed")
+    p.add_argument("--seed", type=int, default=0, help="MC seed (and the subsample's)")
+    p.add_argument(
+        "--ood", action="append", metavar="DATA",
+        help="out-of-distribution set (repeatable): AUROC/AUPR of each uncertainty measure "
+        "against --data, and its referral rate at the calibrated threshold",
+    )  # fmt: skip
+    p.add_argument(
+        "--shift", choices=("rotate", "noise"),
+        help="shift --data's images at increasing intensity: MC beside standard dropout",
+    )  # fmt: skip
+    p.add_argument(
+        "--intensities", type=float, nargs="+",
+        help="shift intensities (rotate: degrees; noise: std / pixel range)",
+    )  # fmt: skip
+    p.add_argument("--limit", type=int, help="use a seeded random subset of this many rows")
     p.set_defaults(func=run)
 
 
@@ -41,8 +55,18 @@ def run(args: argparse.Namespace) -> int:
     m = model.manifest
     out = Path(args.out or Path("build/evaluate") / m.name)
     out.mkdir(parents=True, exist_ok=True)
-    ds = read_dataset(args.data, args.target_col)
     samples = model.resolve_samples(args.samples)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit: expected a positive number of rows, got {args.limit}")
+    if args.ood or args.shift:
+        from service.commands.evaluate_shift import run_ood, run_shift
+
+        if args.ood and run_ood(model, args, samples, out):
+            return 1
+        return run_shift(model, args, samples, out) if args.shift else 0
+    from service.commands.evaluate_shift import subsample
+
+    ds = subsample(read_dataset(args.data, args.target_col), args.limit, args.seed)
     mc = score_mc(model, ds, samples, args.seed)
     std = score_standard(model, ds)
     y = np.asarray(ds.y, np.float64)

@@ -66,6 +66,13 @@ class WebhookSender:
             except asyncio.QueueFull:
                 self.metrics.webhook.labels("dropped").inc()
 
+    def notify_event(self, event: dict[str, Any]) -> None:
+        """Queue an event built elsewhere (a calibration watch alarm); never waits."""
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.metrics.webhook.labels("dropped").inc()
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mcdrop-referral-webhook")
 
@@ -101,6 +108,7 @@ class WebhookSender:
                 reason = type(e).__name__
             if attempt < self.retries:
                 await asyncio.sleep(self.backoff_s * 2**attempt)
+        what = event.get("referral_id") or f"{event['event']} of {event.get('model')}"
         log.warning("referral webhook: gave up on %s after %d tries (%s)",
-                    event["referral_id"], self.retries + 1, reason)  # fmt: skip
+                    what, self.retries + 1, reason)  # fmt: skip
         self.metrics.webhook.labels("failed").inc()

@@ -23,6 +23,7 @@ from service.serving.runner import Runner
 
 if TYPE_CHECKING:
     from service.referrals.recorder import ReferralRecorder
+    from service.serving.watch import CalibrationWatches
 
 # Up to this many T×N×D samples a summary is computed on the event loop (about 40 µs at 100
 # values, 0.1-0.5 ms at this size); larger ones go to a thread. Under load (bench/serve_load.py)
@@ -68,12 +69,14 @@ class Predictor:
         limits: Limits,
         referrals: ReferralRecorder | None = None,
         admission: AdmissionController | None = None,
+        watches: CalibrationWatches | None = None,
     ) -> None:
         self.registry = registry
         self.runner = runner
         self.limits = limits
         self.referrals = referrals
         self.admission = admission  # None: no bound and no deadline (library use, tests)
+        self.watches = watches  # None: no calibration watch
 
     def admitted(self, cost: int, timeout_ms: int | None) -> AbstractAsyncContextManager[None]:
         if self.admission is None:
@@ -126,7 +129,10 @@ class Predictor:
     async def finish(
         self, model: MCDropoutModel, inputs: Any, pred: Prediction, params: PredictParams
     ) -> Prediction:
-        """Last step of every prediction path: queue the abstained rows for a person."""
+        """Last step of every prediction path: feed the calibration watch, queue the abstained
+        rows for a person."""
+        if self.watches is not None:
+            self.watches.observe(model.folder.name, model, pred)
         if self.referrals is not None and params.refer and pred.abstain.any():
             # Never raises, and never waits past its write timeout (see ReferralRecorder).
             pred.referral_ids = await self.referrals.record(

@@ -23,6 +23,7 @@ from pathlib import Path
 from service.artifact import MANIFEST_NAME, Manifest, read_manifest
 from service.errors import ArtifactError, ModelNotFound, ModelNotReady
 from service.model import MCDropoutModel, load_model
+from service.reference import ReferenceScores, load_reference
 from service.serving.names import valid_model_name
 from service.serving.paths import check_folder, fingerprint
 
@@ -40,6 +41,10 @@ class ModelEntry:
     reason: str | None = None
     reload_error: str | None = None  # the last reload of a changed folder failed; still serving
     fingerprint: tuple[tuple[str, int, int], ...] = field(default=(), repr=False)
+    # The calibration watch's reference scores; a model without them (or with a damaged file)
+    # still serves, and the watch says why it is unavailable.
+    reference: ReferenceScores | None = field(default=None, repr=False)
+    reference_error: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -169,6 +174,11 @@ class ModelRegistry:
                 entry.manifest = None
             return entry
         entry.model, entry.manifest = model, model.manifest
+        try:
+            entry.reference = load_reference(folder, model.manifest)
+        except ArtifactError as e:
+            entry.reference_error = str(e)
+            log.error("model '%s' serves without its calibration watch: %s", folder.name, e)
         log.info(
             "model '%s' ready (task %s, engine %s on %s)",
             folder.name,

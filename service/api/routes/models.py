@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from service.api.deps import PredictorDep
 from service.api.errors import ERROR_RESPONSES
 from service.api.schemas import ModelList, ModelPublic
+from service.api.watch_schemas import watch_public
 from service.model import metrics_for
 from service.serving.predictor import Predictor
 from service.serving.registry import ModelEntry
@@ -40,6 +41,9 @@ def describe(predictor: Predictor, entry: ModelEntry) -> ModelPublic:
     out = ModelPublic(
         name=entry.name, ready=entry.ready, reason=entry.reason, reload_error=entry.reload_error
     )
+    watches = getattr(predictor, "watches", None)  # describing a folder needs no predictor
+    if watches is not None:
+        out.calibration_watch = watch_public(watches.view(entry.name))
     m = entry.manifest
     if m is None:
         return out

@@ -274,7 +274,29 @@ function showPageInfo() {
   byId("older").disabled = pager.offset + PAGE_SIZE >= pager.total;
 }
 
+// ---------------------------------------------------------------- calibration watch
+
+// A model whose live uncertainty no longer looks like its calibration data: its threshold's
+// guarantee is void, and the items referred (or not) may be a different population.
+async function showWatch() {
+  const banner = byId("watch-banner");
+  let shifted = [];
+  try {
+    const list = await api("v1/models");
+    shifted = list.models.filter((m) => m.calibration_watch && m.calibration_watch.status === "shifted");
+  } catch (_) { /* the listing's own error is shown by load() */ }
+  banner.hidden = !shifted.length;
+  banner.replaceChildren(...shifted.map((m) => {
+    const w = m.calibration_watch;
+    return el("p", { text: `Calibration shifted for model ${m.name} (version ${m.version}): live ` +
+      `uncertainty no longer looks like the data its threshold was calibrated on ` +
+      `(test martingale ${fmt(w.martingale)} ≥ ${fmt(w.alarm_level)} since ${w.shifted_at}). ` +
+      `Referral rates and errors may exceed what was certified.` });
+  }));
+}
+
 async function load() {
+  showWatch();
   const params = new URLSearchParams({ status: "pending", order: "newest",
     limit: String(PAGE_SIZE), offset: String(pager.offset) });
   const model = byId("model-filter").value.trim();
