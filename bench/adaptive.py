@@ -9,8 +9,9 @@ the serving path (Predictor + DirectRunner), interleaved, with the same seed. Re
 - wall: median wall time of the adaptive run / the fixed run (target <= 0.40).
 
 Data: the Fashion-MNIST test set when models/fashion-mnist exists (idx files under
-/work/shared/data/fashion-mnist or --fashion-dir), else the shipped digits model on
-scikit-learn's digits; always the diabetes regression model on scikit-learn's diabetes.
+../shared/data/fashion-mnist beside the repository, or --fashion-dir), else the shipped digits
+model on scikit-learn's digits; always the diabetes regression model on scikit-learn's diabetes.
+An explicit --fashion-dir without the idx files is an error.
 
     .venv/bin/python bench/adaptive.py [--max-samples 128 512] [--repeats 3]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,31 @@ from service.serving.runner import DirectRunner
 REPO = Path(__file__).resolve().parent.parent
 
 
-def datasets(models: Path, fashion_dir: Path) -> list[tuple[str, np.ndarray]]:
+FASHION_DIR = REPO.parent / "shared" / "data" / "fashion-mnist"
+FASHION_IMAGES = "t10k-images-idx3-ubyte.gz"
+
+
+def fashion_images(fashion_dir: str | None) -> Path | None:
+    """The Fashion-MNIST test images, or None (with a note) when the default folder lacks them."""
+    images = Path(fashion_dir or FASHION_DIR) / FASHION_IMAGES
+    if images.exists():
+        return images
+    if fashion_dir is not None:
+        raise SystemExit(f"--fashion-dir {fashion_dir} lacks {FASHION_IMAGES} (the idx test set)")
+    print(
+        f"no {FASHION_IMAGES} under {FASHION_DIR}: using digits instead of Fashion-MNIST "
+        "(pass --fashion-dir to point at the idx files)",
+        file=sys.stderr,
+    )
+    return None
+
+
+def datasets(models: Path, fashion_dir: str | None) -> list[tuple[str, np.ndarray]]:
     from sklearn import datasets as sk
 
     out = []
-    images = fashion_dir / "t10k-images-idx3-ubyte.gz"
-    if (models / "fashion-mnist").is_dir() and images.exists():
+    images = fashion_images(fashion_dir) if (models / "fashion-mnist").is_dir() else None
+    if images is not None:
         from service.data import read_idx_pair
 
         out.append(("fashion-mnist", read_idx_pair(images).x))
@@ -56,7 +77,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     predictor = Predictor(registry, DirectRunner(), Limits(max_sample_rows=10**8))
     await predictor.runner.start()
     results = []
-    for name, x in datasets(Path(args.model_dir), Path(args.fashion_dir)):
+    for name, x in datasets(Path(args.model_dir), args.fashion_dir):
         model = predictor.model(name)
         chunks = [x[i : i + args.rows].tolist() for i in range(0, len(x), args.rows)]
         for t_max in args.max_samples:
@@ -105,7 +126,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", default=str(REPO / "models"))
-    ap.add_argument("--fashion-dir", default="/work/shared/data/fashion-mnist")
+    ap.add_argument("--fashion-dir", default=None, help=f"default: {FASHION_DIR}")
     ap.add_argument("--max-samples", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--confidence", type=float, default=0.99)
     ap.add_argument("--rows", type=int, default=256)

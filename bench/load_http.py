@@ -1,7 +1,7 @@
 """Part c: closed-loop HTTP load on loopback with a low-CPU raw HTTP/1.1 client.
 
 An httpx load generator saturates a core at a few hundred requests/s and then measures itself
-(PERF-NOTES), so this client writes pre-encoded requests on keep-alive asyncio streams and
+rather than the server, so this client writes pre-encoded requests on keep-alive asyncio streams and
 parses only the status line and Content-Length. It reports requests/s, p50/p99 latency and its
 own CPU time, at each concurrency, for one URL. Run it once per server configuration:
 

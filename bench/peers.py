@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from load_http import run_level
-from serve_load import free_port, start_server, stop_server
+from serve_load import free_port, repo_relative, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 VENVS = ROOT / "build" / "peers"
@@ -333,7 +333,7 @@ def report(
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k != "setup"}
-    settings |= {"load_average": [load_start, load_end], "T": T, "N": 1}
+    settings |= {"load_average": [load_start, load_end], "T": T, "N": 1, "out": repo_relative(out)}
     out.write_text(json.dumps({"settings": settings, "ratios": ratios, "runs": runs}, indent=2))
     print(f"wrote {out}")
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from load_http import run_level
-from serve_load import free_port, server_cpu, start_server, stop_server
+from serve_load import free_port, repo_relative, server_cpu, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results" / "referral_load.json"
@@ -178,6 +178,7 @@ def report(
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = vars(args) | {"T": T, "N": 1, "cores": os.cpu_count()}
     settings |= {"load_average_start": load_start, "load_average_end": load_end}
+    settings["out"] = repo_relative(out)
     out.write_text(
         json.dumps(
             {

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 from load_http import run_level
-from serve_load import free_port, server_cpu, stop_server
+from serve_load import free_port, repo_relative, server_cpu, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results" / "slow_clients.json"
@@ -198,6 +198,7 @@ def report(
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("serve", "port", "model_dir")}
+    settings["out"] = repo_relative(out)
     out.write_text(
         json.dumps(
             {

@@ -47,7 +47,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
-    # Idle onnxruntime workers spin by default and slowed a neighbouring pool 2-3x (PERF-NOTES).
+    # Idle onnxruntime workers spin by default and slow a neighbouring thread pool
+    # (docs/performance.md).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 

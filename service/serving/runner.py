@@ -2,7 +2,7 @@
 
 The API awaits `runner.sample(model, job)` and gets the job's (T, N, D) samples back. The plain
 `DirectRunner` runs one job at a time per engine worker (one by default): one thread keeps one
-BLAS pool busy (parallel jobs would fight over the cores, see PERF-NOTES), and the event loop
+BLAS pool busy (parallel jobs would fight over the cores), and the event loop
 stays free, so /health/live answers while a large request computes. A batching runner merges
 concurrent jobs into shared passes behind the same protocol.
 """

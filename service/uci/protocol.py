@@ -33,11 +33,11 @@ class ProtocolConfig:
     length_scale: float = 1e-2
     epoch_multiplier: int = 10
     # The 10x column searches with the final model's epochs, as Gal's published 10x runs did;
-    # the 1x column uses the search's n_epochs snapshot (the issue's protocol).
+    # the 1x column uses the search's n_epochs snapshot (search and final both at n_epochs).
     search_multiplier: int = 10
     test_samples: int = 10_000
-    # Validation passes per grid point: the issue fixes T only for the test set; 12 grid points
-    # x 20% of the rows at T = 10,000 would cost 10x the whole test evaluation.
+    # Validation passes per grid point: the protocol fixes T = 10,000 only for the test set; 12
+    # grid points x 20% of the rows at T = 10,000 would cost 10x the whole test evaluation.
     val_samples: int = 1_000
     val_fraction: float = 0.2
     seed: int = 0
@@ -113,9 +113,9 @@ def _weight_decay(
 def run_dataset(ds: UciDataset, cfg: ProtocolConfig) -> dict[str, Any]:
     """Three columns from one search and one final stack (see the module docstring):
 
-    1x: search and final at n_epochs (the issue's protocol and Table 1);
+    1x: search and final at n_epochs (the paper's Table 1);
     10x: search and final at search_multiplier x and 10 x n_epochs (Gal's 10x runs);
-    10x_search1x: the 1x choice trained for 10 x n_epochs (the issue's literal 10x wording).
+    10x_search1x: the 1x choice trained for 10 x n_epochs (10x read literally: same choice, longer).
     The grid stack's state after n_epochs is exactly a separate n_epochs search (same seed,
     nothing depends on the epoch count), so the 1x choice costs one extra validation.
     """

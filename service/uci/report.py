@@ -50,7 +50,7 @@ def table(results: list[dict[str, Any]]) -> str:
     """Markdown: ours (n_epochs and 10x) beside the published figures, and the pass column.
 
     "10x" searches at the final epochs (as Gal's 10x runs); "10x, 1x search" keeps the
-    n_epochs choice and trains it 10x longer (the issue's literal wording), shown for reference.
+    n_epochs choice and trains it 10x longer (10x read literally), shown for reference.
     """
     head = (
         "| dataset | splits | RMSE ours 1x | RMSE paper 1x | RMSE ours 10x | RMSE paper 10x "
