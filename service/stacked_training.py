@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Masks come from 16-bit lanes of 64-bit random words compared with an integer threshold:
-# ~3x cheaper than torch.rand < keep on this CPU. P(keep) is off by at most 2^-17.
+# Masks come from 16-bit lanes of 64-bit random words compared with an integer threshold,
+# cheaper than torch.rand < keep (docs/performance.md). P(keep) is off by at most 2^-17.
 _LANE_RANGE = 1 << 16
 
 
 class LaneSource:
     """Random 16-bit lanes from numpy's SFC64, seeded once from a torch generator.
 
-    SFC64 words cost ~1.7 ns against ~4.8 ns for torch.randint's 64-bit words here (72k words
-    per call, one thread), and mask drawing is a large part of a small network's step. Seeding
+    SFC64 words are cheaper than torch.randint's 64-bit words, and mask drawing is a large part
+    of a small network's step (docs/performance.md). Seeding
     from `gen` keeps a run reproducible from its seed.
     """
 
@@ -114,7 +114,7 @@ def _forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(masked input, hidden activation after ReLU and mask, output).
 
-    Multiplying by a bool mask is ~2.5x cheaper than torch.where here, and the backward pass
+    Multiplying by a bool mask is cheaper than torch.where, and the backward pass
     recovers the ReLU-and-dropout gate as a > 0 (h == 0 exactly has probability zero).
     """
     inv = (1.0 / m.keep_prob).view(-1, 1, 1)
@@ -192,8 +192,8 @@ def train_stacked(
     thresholds = keep_thresholds(m.keep_prob)
     dropout = bool((m.keep_prob < 1).any())
     lanes = LaneSource(gen)
-    # fused: one kernel per step instead of ~12 foreach passes; at small stacks (final models,
-    # one per split) Adam was a third of each step.
+    # fused: one kernel per step instead of a dozen foreach passes; at small stacks (final
+    # models, one per split) the optimizer is a large share of each step.
     opt = torch.optim.Adam(m.params(), lr=lr, fused=True)
     for epoch in range(1, epochs + 1):
         order = torch.argsort(torch.rand(g, n, generator=gen), dim=1).add_(offset)

@@ -1,8 +1,8 @@
 """Dependencies the routes share, as Annotated aliases.
 
 They are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool, a
-thread round trip per dependency per request that showed up as ~10% of the event loop's time
-under load (bench/serve_load.py). These only read app state, so they never block."""
+thread round trip per dependency per request, a visible share of the event loop's time under
+load (docs/performance.md). These only read app state, so they never block."""
 
 from __future__ import annotations
 

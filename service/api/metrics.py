@@ -87,7 +87,7 @@ class ServiceMetrics:
         self._model_children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
 
     # Every request records a few series; `labels()` resolves a child by its label values each
-    # time (~1 µs), so the children are kept here. Label sets are bounded: routes, statuses
+    # time, so the children are kept here. Label sets are bounded: routes, statuses
     # and the names of models that exist (see the predict routes), and these series are never
     # removed, so a kept child never goes stale.
 

@@ -89,7 +89,7 @@ def replication_index(chunk: list[Segment], jobs: list[SampleJob]) -> NDArray[np
     Segments are stacked in order, each sample-major: segment (job j, samples t0..t1) takes
     (t1 - t0) × N_j rows, row k of it copying input row first_j + k mod N_j.
     """
-    if len(chunk) == 1:  # one request alone: a tile is ~5x cheaper than the general case
+    if len(chunk) == 1:  # one request alone: one np.tile instead of the general gather
         s = chunk[0]
         start = sum(j.rows for j in jobs[: s.job])
         tiled: NDArray[np.int64] = np.tile(

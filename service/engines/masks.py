@@ -79,7 +79,7 @@ def _stride(words: int) -> np.uint64:
 @functools.lru_cache(maxsize=4096)
 def site_key(seed: int, site: int) -> int:
     """The 64-bit key of the (seed, site) stream: a keyed hash, so nearby seeds or sites give
-    unrelated streams (~1 µs; cached, since a batch asks once per request and site)."""
+    unrelated streams (cached: a batch asks once per request and site, and hashing is not free)."""
     digest = hashlib.blake2b(f"mcdrop-masks/{seed}/{site}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
@@ -297,5 +297,5 @@ class MaskFiller:
             f.result()
 
 
-# Below this many lanes (~100 µs of work) a thread hand-off costs more than it saves.
+# Below this many lanes a thread hand-off costs more than it saves.
 _MIN_PARALLEL_LANES = 1 << 17

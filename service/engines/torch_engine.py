@@ -57,9 +57,8 @@ def on_torch_thread(fn: Callable[..., _R], *args: object) -> _R:
 
     libgomp (torch's OpenMP) keeps a team of worker threads for every thread that has run a
     parallel region, and once the process holds more OpenMP threads than cores it stops
-    spinning between regions: each region then starts with a futex wake-up. Measured here with
-    the model loaded on one thread and served from another: the reference MLP's (1, 100) pass
-    took 2.9 ms instead of 2.0 (about 80 µs per region). With every load and pass on these
+    spinning between regions: each region then starts with a futex wake-up, which slows a small
+    pass by about half (docs/performance.md). With every load and pass on these
     threads the process has one team per engine worker (one by default), whichever thread
     (event loop, batcher, test) asks.
     """
@@ -176,7 +175,7 @@ class Site:
 
     @functools.cached_property
     def elements(self) -> int:
-        # Read on every pass for every site: np.prod costs ~19 µs a call, math.prod well under 1.
+        # Read on every pass for every site: math.prod, as np.prod's call overhead is far larger.
         return math.prod(self.shape)
 
 
@@ -336,8 +335,8 @@ class TorchEngine:
     ) -> torch.Tensor:
         """Replicate each segment's rows over its samples (the first site's noise comes next).
 
-        One gather for the whole chunk: a copy per segment cost ~7 µs of Python each, 0.24 ms
-        of the 2.1 ms pass of 32 one-row `diabetes` requests.
+        One gather for the whole chunk: a copy per segment pays Python overhead per request,
+        a visible share of a pass of many one-row requests.
         """
         index = torch.from_numpy(replication_index(chunk, jobs)).to(self.device)
         return pre.index_select(0, index)

@@ -23,7 +23,7 @@ OVERFLOW_REASON = (
 
 
 _ALL = np.logical_and.reduce
-# Field names once: dataclasses.fields() costs ~1.5 µs, paid by every request otherwise.
+# Field names once: dataclasses.fields() would otherwise be paid by every request.
 _FIELDS = tuple(f.name for f in fields(Prediction))
 
 
@@ -40,8 +40,8 @@ def non_finite_rows(pred: Prediction) -> NDArray[np.bool_]:
     """(N,) True where any float output of the row (raw samples included) is not finite."""
     bad = np.zeros(pred.abstain.shape[0], dtype=bool)
     arrays = _float_arrays(pred)
-    # Every request passes through here and nearly all are finite: one check per array first
-    # (the per-row reductions below cost ~4x more in numpy call overhead on small arrays).
+    # Every request passes through here and nearly all are finite: one check per array first,
+    # as the per-row reductions below pay several numpy calls per array.
     # logical_and.reduce is what .all() runs, without its Python wrapper.
     if all(_ALL(np.isfinite(value), axis=None) for _, value in arrays):
         return bad

@@ -25,9 +25,8 @@ if TYPE_CHECKING:
     from service.referrals.recorder import ReferralRecorder
     from service.serving.watch import CalibrationWatches
 
-# Up to this many T×N×D samples a summary is computed on the event loop (about 40 µs at 100
-# values, 0.1-0.5 ms at this size); larger ones go to a thread. Under load (bench/serve_load.py)
-# the thread round trip cost the event loop more per small request than the maths itself.
+# Up to this many T×N×D samples a summary is computed on the event loop; larger ones go to a
+# thread. For small requests the thread round trip costs the loop more than the maths itself.
 INLINE_SUMMARY_VALUES = 10_000
 
 

@@ -109,8 +109,8 @@ def to_response(
     name: str, model: MCDropoutModel, pred: Prediction, request_id: str
 ) -> PredictResponse:
     """Prediction arrays → one object per row. `tolist()` converts whole arrays at C speed.
-    (Building the rows with model_construct, unvalidated, measured 2x slower: pydantic's
-    validation runs in Rust, model_construct in Python.)"""
+    (Not model_construct: pydantic's validation runs in Rust, model_construct in Python,
+    so skipping validation is slower here.)"""
     mean, var = pred.mean.tolist(), pred.variance.tolist()
     unc, abstain = pred.uncertainty.tolist(), pred.abstain.tolist()
     ref = pred.referral_ids or [None] * len(abstain)
