@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import uncertainty as U
+from service import uncertainty
 from service.heldout import Scored
 from service.selective import REFERRAL_RATES, aurc, retained_risk
 
@@ -20,15 +20,15 @@ def headline(s: Scored, y: NDArray[np.float64], tau: float | None) -> dict[str, 
         assert s.probabilities is not None
         labels = y.astype(np.int64)
         return {
-            "accuracy": U.accuracy(s.probabilities, labels),
-            "nll": U.nll(s.probabilities, labels),
-            "brier": U.brier(s.probabilities, labels),
-            "ece": U.expected_calibration_error(s.probabilities, labels, ECE_BINS),
+            "accuracy": uncertainty.accuracy(s.probabilities, labels),
+            "nll": uncertainty.nll(s.probabilities, labels),
+            "brier": uncertainty.brier(s.probabilities, labels),
+            "ece": uncertainty.expected_calibration_error(s.probabilities, labels, ECE_BINS),
         }
     assert s.mean is not None and s.samples is not None and tau is not None
     return {
-        "rmse": U.rmse(s.mean, y),
-        "log_likelihood": U.mc_log_likelihood(s.samples, y, tau),
+        "rmse": uncertainty.rmse(s.mean, y),
+        "log_likelihood": uncertainty.mc_log_likelihood(s.samples, y, tau),
     }
 
 

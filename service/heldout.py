@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from service import uncertainty as U
+from service import uncertainty
 from service.artifact import MANIFEST_NAME, sha256_file
 from service.data import Dataset
 from service.model import MCDropoutModel
@@ -80,7 +80,9 @@ def score_mc(model: MCDropoutModel, ds: Dataset, samples: int, seed: int) -> Sco
     pred = model.predict(ds.x, samples=samples, seed=seed, return_samples=True)
     if model.task == "classification":
         assert pred.probabilities is not None and pred.label is not None
-        unc = {m: np.asarray(getattr(pred, m), np.float64) for m in U.CLASSIFICATION_METRICS}
+        unc = {
+            m: np.asarray(getattr(pred, m), np.float64) for m in uncertainty.CLASSIFICATION_METRICS
+        }
         wrong = (pred.label != y.astype(np.int64)).astype(np.float64)
         return Scored("mc_dropout", model.task, wrong, unc, probabilities=pred.probabilities)
     assert pred.raw_samples is not None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import uncertainty as U
+from service import uncertainty
 from service.artifact import GraphArchitecture, Manifest, read_manifest
 from service.engines.base import Engine, SampleJob
 from service.errors import InactiveDropout, InvalidInput
@@ -66,7 +66,11 @@ def _ragged(rows: Any, shape: list[int], field: str) -> InvalidInput:
 
 
 def metrics_for(task: str) -> tuple[str, ...]:
-    return U.REGRESSION_METRICS if task == "regression" else U.CLASSIFICATION_METRICS
+    return (
+        uncertainty.REGRESSION_METRICS
+        if task == "regression"
+        else uncertainty.CLASSIFICATION_METRICS
+    )
 
 
 class MCDropoutModel:
@@ -170,7 +174,7 @@ class MCDropoutModel:
         if self.task == "regression":
             ys = self.to_target_units(raw)
             assert self.manifest.tau is not None  # guaranteed for regression manifests
-            mom = U.regression_moments(ys, self.manifest.tau)
+            mom = uncertainty.regression_moments(ys, self.manifest.tau)
             values = {
                 "std": mom.std,
                 "variance": mom.variance,
@@ -188,8 +192,8 @@ class MCDropoutModel:
             if return_samples:
                 pred.raw_samples = ys.astype(np.float32)
             return pred
-        probs = U.softmax(raw, axis=2)
-        cm = U.classification_measures(probs)
+        probs = uncertainty.softmax(raw, axis=2)
+        cm = uncertainty.classification_measures(probs)
         unc = getattr(cm, m)
         pred = Prediction(
             task=self.task, samples=t, seed=seed, metric=m, threshold=thr,
@@ -213,7 +217,7 @@ class MCDropoutModel:
         out = self.engine.deterministic(self.prepare(x))
         if self.task == "regression":
             return self.to_target_units(out)
-        return U.softmax(out, axis=1)
+        return uncertainty.softmax(out, axis=1)
 
     def check_dropout_active(self) -> None:
         """Refuse a model whose T passes come out identical: it would report zero uncertainty.

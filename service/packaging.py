@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from service import uncertainty as U
+from service import uncertainty
 from service.artifact import (
     NAME_PATTERN,
     GraphArchitecture,
@@ -197,7 +197,7 @@ def fit_tau(model: MCDropoutModel, x: Any, y: Any, samples: int = 100, seed: int
     assert pred.raw_samples is not None
     ys = np.asarray(pred.raw_samples, np.float64)
     target = np.asarray(y, np.float64).reshape(ys.shape[1], ys.shape[2])
-    return U.fit_tau(ys, target)
+    return uncertainty.fit_tau(ys, target)
 
 
 def fit_tau_in_folder(

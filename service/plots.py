@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from scipy import stats
 
-from service import uncertainty as U
+from service import uncertainty
 from service.heldout import Scored
 from service.selective import risk_coverage
 
@@ -45,9 +45,9 @@ def reliability_plot(
     for s in scored:
         if s.task == "classification":
             assert s.probabilities is not None
-            rb = U.reliability_bins(s.probabilities, y.astype(np.int64))
+            rb = uncertainty.reliability_bins(s.probabilities, y.astype(np.int64))
             filled = rb.count > 0
-            ece = U.expected_calibration_error(s.probabilities, y.astype(np.int64))
+            ece = uncertainty.expected_calibration_error(s.probabilities, y.astype(np.int64))
             ax.plot(rb.confidence[filled], rb.accuracy[filled], "o-", ms=3,
                     label=f"{s.method} (ECE {ece:.3f})")  # fmt: skip
         else:

@@ -26,7 +26,8 @@ from torch import Tensor
 
 # Masks come from 16-bit lanes of 64-bit random words compared with an integer threshold,
 # cheaper than torch.rand < keep (docs/performance.md). P(keep) is off by at most 2^-17.
-_LANE_RANGE = 1 << 16
+# The lane width is the serving engine's, so both draw keep decisions at one resolution.
+from service.engines.masks import LANE_RANGE
 
 
 class LaneSource:
@@ -51,10 +52,10 @@ def keep_thresholds(keep_prob: Tensor) -> Tensor:
     """(G,) keep probabilities -> (G, 1, 1) int16 thresholds for signed 16-bit lanes."""
     if bool(((keep_prob <= 0) | (keep_prob > 1)).any()):
         raise ValueError(f"keep probabilities must lie in (0, 1], got {keep_prob.tolist()}")
-    thr = torch.round(keep_prob.double() * _LANE_RANGE) - _LANE_RANGE // 2
+    thr = torch.round(keep_prob.double() * LANE_RANGE) - LANE_RANGE // 2
     # keep = 1 would need 32768, one past int16's range; clamped, it drops with P = 2^-16.
     # Stacks where every model keeps everything skip masks altogether (see train_stacked).
-    return thr.clamp(max=_LANE_RANGE // 2 - 1).to(torch.int16).view(-1, 1, 1)
+    return thr.clamp(max=LANE_RANGE // 2 - 1).to(torch.int16).view(-1, 1, 1)
 
 
 def keep_masks(shape: tuple[int, ...], thresholds: Tensor, source: LaneSource) -> Tensor:

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm import tqdm
 
-from service import uncertainty as U
+from service import uncertainty
 from service.artifact import (
     ConvArchitecture,
     DropoutSpec,
@@ -142,7 +142,7 @@ def train(
     if regression:
         assert y_std is not None
         tau_train = cfg.tau if cfg.tau is not None else 1.0 / (0.01 * float(np.mean(y_std**2)))
-    lam = U.weight_decay_from_tau(tau_train, keep, cfg.length_scale, n_train)
+    lam = uncertainty.weight_decay_from_tau(tau_train, keep, cfg.length_scale, n_train)
 
     xt = torch.from_numpy(xn[tr])
     yt = torch.from_numpy(yn[tr]) if regression else torch.from_numpy(labels[tr])
@@ -182,20 +182,20 @@ def train(
         ys = raw.astype(np.float64) * y_std + y_mean
         y_eval = y2[eval_idx]
         tau_final = cfg.tau if cfg.tau is not None else _fit_tau(ys, y_eval)
-        mom = U.regression_moments(ys, tau_final)
+        mom = uncertainty.regression_moments(ys, tau_final)
         metrics = {
-            "rmse": U.rmse(mom.mean, y_eval),
-            "log_likelihood": U.mc_log_likelihood(ys, y_eval, tau_final),
+            "rmse": uncertainty.rmse(mom.mean, y_eval),
+            "log_likelihood": uncertainty.mc_log_likelihood(ys, y_eval, tau_final),
         }
         metric = "std"
         unc = mom.std.max(axis=1)
     else:
-        probs = U.softmax(raw, axis=2)
-        cm = U.classification_measures(probs)
+        probs = uncertainty.softmax(raw, axis=2)
+        cm = uncertainty.classification_measures(probs)
         metrics = {
-            "accuracy": U.accuracy(cm.probabilities, labels[eval_idx]),
-            "nll": U.nll(cm.probabilities, labels[eval_idx]),
-            "brier": U.brier(cm.probabilities, labels[eval_idx]),
+            "accuracy": uncertainty.accuracy(cm.probabilities, labels[eval_idx]),
+            "nll": uncertainty.nll(cm.probabilities, labels[eval_idx]),
+            "brier": uncertainty.brier(cm.probabilities, labels[eval_idx]),
         }
         metric = "predictive_entropy"
         unc = cm.predictive_entropy
@@ -255,7 +255,7 @@ def save_artifact(out: Path, manifest: Manifest, net: nn.Sequential) -> Manifest
 
 def _fit_tau(ys: NDArray[np.float64], y: NDArray[np.float64]) -> float:
     """tau maximising the paper's MC log-likelihood on held-out rows (see uncertainty.fit_tau)."""
-    return U.fit_tau(ys, y)
+    return uncertainty.fit_tau(ys, y)
 
 
 def summary(result: TrainResult) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from service import calibration as C
+from service import calibration
 
 ALPHA, DELTA = 0.05, 0.10
 T_STAR = 0.5  # R(t) = 0.1 t <= ALPHA  <=>  t <= 0.5
@@ -35,31 +35,31 @@ def _draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_binomial_pvalue_and_clopper_pearson_match_closed_forms() -> None:
     # P(Bin(10, 1/2) <= 0) = 2^-10; P(Bin(4, 1/2) <= 1) = 5/16; no rows: no evidence.
-    p = C.binomial_pvalue(np.array([0, 1, 0]), np.array([10, 4, 0]), 0.5)
+    p = calibration.binomial_pvalue(np.array([0, 1, 0]), np.array([10, 4, 0]), 0.5)
     assert p == pytest.approx([2.0**-10, 5 / 16, 1.0])
     # With zero errors the upper bound solves (1 - b)^n = delta.
-    assert C.clopper_pearson_upper(0, 50, 0.05) == pytest.approx(1 - 0.05 ** (1 / 50))
-    assert C.clopper_pearson_upper(5, 5, 0.05) == 1.0
+    assert calibration.clopper_pearson_upper(0, 50, 0.05) == pytest.approx(1 - 0.05 ** (1 / 50))
+    assert calibration.clopper_pearson_upper(5, 5, 0.05) == 1.0
     # Rejecting "risk > alpha" at level delta <=> the (1 - delta) upper bound is below alpha.
     for k, n in [(2, 100), (5, 100), (9, 300)]:
-        upper = C.clopper_pearson_upper(k, n, DELTA)
-        rejected = C.binomial_pvalue(np.array([k]), np.array([n]), ALPHA)[0] <= DELTA
+        upper = calibration.clopper_pearson_upper(k, n, DELTA)
+        rejected = calibration.binomial_pvalue(np.array([k]), np.array([n]), ALPHA)[0] <= DELTA
         assert rejected == (upper < ALPHA)
 
 
 def test_hoeffding_bentkus_pvalue_is_valid_for_bernoulli_losses() -> None:
     # For 0/1 losses it may not beat the exact binomial tail, which is the most powerful test.
     k, n = np.array([3, 10, 40]), np.array([200, 200, 400])
-    hb = C.hoeffding_bentkus_pvalue(k / n, n, ALPHA)
-    exact = C.binomial_pvalue(k, n, ALPHA)
+    hb = calibration.hoeffding_bentkus_pvalue(k / n, n, ALPHA)
+    exact = calibration.binomial_pvalue(k, n, ALPHA)
     assert np.all(hb >= exact - 1e-12)
     assert np.all((hb >= 0) & (hb <= 1))
 
 
 def test_fixed_sequence_stops_at_the_first_failure() -> None:
-    assert C.fixed_sequence(np.array([0.01, 0.02, 0.2, 0.01]), 0.05) == 2
-    assert C.fixed_sequence(np.array([0.3, 0.01]), 0.05) == 0
-    assert C.fixed_sequence(np.array([0.01, 0.01]), 0.05) == 2
+    assert calibration.fixed_sequence(np.array([0.01, 0.02, 0.2, 0.01]), 0.05) == 2
+    assert calibration.fixed_sequence(np.array([0.3, 0.01]), 0.05) == 0
+    assert calibration.fixed_sequence(np.array([0.01, 0.01]), 0.05) == 2
 
 
 def test_error_rate_guarantee_holds_in_repeated_trials() -> None:
@@ -67,10 +67,10 @@ def test_error_rate_guarantee_holds_in_repeated_trials() -> None:
     failures, naive_failures, thresholds = 0, 0, []
     for trial in range(TRIALS):
         u, wrong = _draw(rng, N_CAL)
-        split = C.select_test_split(N_CAL, 0.2, trial)
+        split = calibration.select_test_split(N_CAL, 0.2, trial)
         try:
-            op = C.calibrate_risk(u, wrong, ALPHA, DELTA, binary=True, split=split)
-        except C.TargetUnreachable:  # refusing is safe: not a failure, and counted below
+            op = calibration.calibrate_risk(u, wrong, ALPHA, DELTA, binary=True, split=split)
+        except calibration.TargetUnreachable:  # refusing is safe: not a failure, and counted below
             thresholds.append(0.0)
             continue
         failures += op.threshold > T_STAR
@@ -95,10 +95,10 @@ def test_bounded_loss_guarantee_holds_in_repeated_trials() -> None:
     for trial in range(trials):
         u = rng.uniform(size=N_CAL)
         loss = 0.4 * u * rng.uniform(size=N_CAL)
-        split = C.select_test_split(N_CAL, 0.2, trial)
+        split = calibration.select_test_split(N_CAL, 0.2, trial)
         try:
-            op = C.calibrate_risk(u, loss, ALPHA, DELTA, False, split)
-        except C.TargetUnreachable:
+            op = calibration.calibrate_risk(u, loss, ALPHA, DELTA, False, split)
+        except calibration.TargetUnreachable:
             continue
         failures += op.threshold > T_STAR
         assert op.risk_upper_bound >= op.risk
@@ -110,7 +110,7 @@ def test_referral_guarantee_holds_in_repeated_trials() -> None:
     rng = np.random.default_rng(11)
     rate, trials, failures, rates = 0.1, TRIALS, 0, []
     for _ in range(trials):
-        op = C.calibrate_referral(rng.uniform(size=500), rate, DELTA)
+        op = calibration.calibrate_referral(rng.uniform(size=500), rate, DELTA)
         failures += 1.0 - op.threshold > rate
         rates.append(1.0 - op.threshold)
         assert op.risk_upper_bound <= rate
@@ -123,7 +123,7 @@ def test_referral_guarantee_holds_in_repeated_trials() -> None:
 
 def test_referral_threshold_is_the_exact_order_statistic() -> None:
     u = np.arange(1, 101, dtype=np.float64)  # u_(j) = j
-    op = C.calibrate_referral(u, 0.2, 0.05)
+    op = calibration.calibrate_referral(u, 0.2, 0.05)
     j = int(op.threshold)
     assert stats.beta.sf(0.2, 100 - j + 1, j) <= 0.05 < stats.beta.sf(0.2, 100 - j + 2, j - 1)
 
@@ -132,12 +132,12 @@ def test_unmeetable_targets_are_refused() -> None:
     rng = np.random.default_rng(3)
     u = rng.uniform(size=2000)
     wrong = (rng.uniform(size=2000) < 0.3).astype(np.float64)  # 30% errors at every threshold
-    split = C.select_test_split(2000, 0.2, 0)
-    with pytest.raises(C.TargetUnreachable, match="no threshold certifies"):
-        C.calibrate_risk(u, wrong, 0.05, 0.05, True, split)
-    with pytest.raises(C.TargetUnreachable, match="too few held-out rows"):
-        C.calibrate_risk(
-            u[:100], np.zeros(100), 0.001, 0.05, True, C.select_test_split(100, 0.2, 0)
+    split = calibration.select_test_split(2000, 0.2, 0)
+    with pytest.raises(calibration.TargetUnreachable, match="no threshold certifies"):
+        calibration.calibrate_risk(u, wrong, 0.05, 0.05, True, split)
+    with pytest.raises(calibration.TargetUnreachable, match="too few held-out rows"):
+        calibration.calibrate_risk(
+            u[:100], np.zeros(100), 0.001, 0.05, True, calibration.select_test_split(100, 0.2, 0)
         )
-    with pytest.raises(C.TargetUnreachable, match="cannot certify"):
-        C.calibrate_referral(u[:10], 0.05, 0.05)
+    with pytest.raises(calibration.TargetUnreachable, match="cannot certify"):
+        calibration.calibrate_referral(u[:10], 0.05, 0.05)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service import uncertainty as U
+from service import uncertainty
 from service.selective import aurc, retained_risk, risk_coverage
 
 
@@ -16,14 +16,14 @@ def test_ece_with_one_row_per_bin() -> None:
     p = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
     y = np.array([0, 1, 1])
     # (|1 - 0.9| + |0 - 0.6| + |1 - 0.7|) / 3
-    assert U.expected_calibration_error(p, y) == pytest.approx((0.1 + 0.6 + 0.3) / 3)
+    assert uncertainty.expected_calibration_error(p, y) == pytest.approx((0.1 + 0.6 + 0.3) / 3)
 
 
 def test_ece_averages_inside_a_bin() -> None:
     # 0.91 and 0.92 share the bin (14/15, 1]: accuracy 1/2, confidence 0.915 -> |0.5 - 0.915|.
     p = np.array([[0.91, 0.09], [0.92, 0.08]])
-    assert U.expected_calibration_error(p, np.array([0, 1])) == pytest.approx(0.415)
-    rb = U.reliability_bins(p, np.array([0, 1]))
+    assert uncertainty.expected_calibration_error(p, np.array([0, 1])) == pytest.approx(0.415)
+    rb = uncertainty.reliability_bins(p, np.array([0, 1]))
     assert rb.count.tolist() == [0] * 13 + [2, 0]
 
 
@@ -31,8 +31,8 @@ def test_brier_and_nll_by_hand() -> None:
     p = np.array([[0.9, 0.1], [0.2, 0.8]])
     y = np.array([0, 0])
     # Row 1: 0.1^2 + 0.1^2 = 0.02; row 2: 0.8^2 + 0.8^2 = 1.28.
-    assert U.brier(p, y) == pytest.approx((0.02 + 1.28) / 2)
-    assert U.nll(p, y) == pytest.approx(-(math.log(0.9) + math.log(0.2)) / 2)
+    assert uncertainty.brier(p, y) == pytest.approx((0.02 + 1.28) / 2)
+    assert uncertainty.nll(p, y) == pytest.approx(-(math.log(0.9) + math.log(0.2)) / 2)
 
 
 def test_aurc_by_hand() -> None:

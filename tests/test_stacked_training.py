@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from service import uncertainty as U
+from service import uncertainty
 from service.stacked_training import (
     LaneSource,
     StackData,
@@ -127,12 +127,14 @@ def test_streaming_score_matches_the_batch_formulas() -> None:
     rng = np.random.default_rng(4)
     samples = rng.normal(size=(300, 17, 1)) * 2 + 1
     y = rng.normal(size=17)
-    acc = U.StreamingRegressionScore(y, tau=0.7)
+    acc = uncertainty.StreamingRegressionScore(y, tau=0.7)
     for start in range(0, 300, 64):
         acc.update(samples[start : start + 64])
     assert acc.count == 300
-    assert math.isclose(acc.rmse(), U.rmse(samples.mean(0), y), rel_tol=1e-12)
-    assert math.isclose(acc.log_likelihood(), U.mc_log_likelihood(samples, y, 0.7), rel_tol=1e-12)
+    assert math.isclose(acc.rmse(), uncertainty.rmse(samples.mean(0), y), rel_tol=1e-12)
+    assert math.isclose(
+        acc.log_likelihood(), uncertainty.mc_log_likelihood(samples, y, 0.7), rel_tol=1e-12
+    )
 
 
 def test_keep_probabilities_outside_the_unit_interval_are_refused() -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service import load_model
-from service import uncertainty as U
+from service import load_model, uncertainty
 from service.artifact import read_manifest
 from service.cli import main
 from service.data import Dataset, read_csv
@@ -44,9 +43,9 @@ def test_known_noise_gives_calibrated_predictive_variance(tmp_path: Path) -> Non
     assert p.raw_samples is not None and model.manifest.tau is not None
     mean_var = float(p.variance.mean())
     assert sigma**2 <= mean_var < 3 * sigma**2
-    from service import uncertainty as U
+    from service import uncertainty
 
-    ll = U.mc_log_likelihood(p.raw_samples, yt, model.manifest.tau)
+    ll = uncertainty.mc_log_likelihood(p.raw_samples, yt, model.manifest.tau)
     const_ll = float(
         np.mean(-0.5 * np.log(2 * np.pi * y.var()) - (yt - y.mean()) ** 2 / (2 * y.var()))
     )
@@ -85,7 +84,10 @@ def test_tau_is_fitted_on_validation_when_not_given(tmp_path: Path) -> None:
     pred = load_model(tmp_path / "f").predict(x[va], samples=2000, seed=7, return_samples=True)
     assert pred.raw_samples is not None
     ys = pred.raw_samples.astype(np.float64)
-    ll = {t: U.mc_log_likelihood(ys, y[va].reshape(-1, 1), t) for t in (tau / 2, tau, tau * 2)}
+    ll = {
+        t: uncertainty.mc_log_likelihood(ys, y[va].reshape(-1, 1), t)
+        for t in (tau / 2, tau, tau * 2)
+    }
     assert ll[tau] > ll[tau / 2] and ll[tau] > ll[tau * 2], ll
 
 

@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from service import calibration as C
+    from service import calibration
     from service.artifact import write_manifest
     from service.data import read_dataset
     from service.heldout import (
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     # Metric choice and candidate thresholds look at the selection part only (see calibration.py).
     needs_split = args.max_referral_rate is None or args.metric is None
     sel, test = (
-        C.select_test_split(n, SELECT_FRACTION, args.seed)
+        calibration.select_test_split(n, SELECT_FRACTION, args.seed)
         if needs_split
         else (np.zeros(0, np.intp), np.arange(n))
     )
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.max_referral_rate is not None:
             target = {"max_referral_rate": args.max_referral_rate}
-            op = C.calibrate_referral(u[test], args.max_referral_rate, args.delta)
+            op = calibration.calibrate_referral(u[test], args.max_referral_rate, args.delta)
             method = "order statistic with a Beta(n - j + 1, j) bound on the referral rate"
             kept_loss = float(np.mean(scored.loss[test][u[test] <= op.threshold]))
             risk = float(np.sqrt(kept_loss)) if regression else kept_loss
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         elif not regression:
             target = {"target_error": args.target_error}
             goal = f"retained error rate <= {args.target_error:g}"
-            op = C.calibrate_risk(
+            op = calibration.calibrate_risk(
                 u, scored.loss, args.target_error, args.delta, True, (sel, test), goal
             )
             method = "learn-then-test, fixed-sequence, binomial (Clopper-Pearson) p-values"
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             if alpha >= 1.0:
                 raise ValueError("--target-rmse must be below --error-bound")
             goal = f"retained RMSE <= {args.target_rmse:g} (errors clipped at {bound:.4g})"
-            op = C.calibrate_risk(u, loss01, alpha, args.delta, False, (sel, test), goal)
+            op = calibration.calibrate_risk(u, loss01, alpha, args.delta, False, (sel, test), goal)
             method = "learn-then-test, fixed-sequence, Hoeffding-Bentkus p-values on clipped squared error"
             risk, risk_bound = (
                 float(np.sqrt(op.risk * scale)),
@@ -149,11 +149,11 @@ def run(args: argparse.Namespace) -> int:
             )
             target["error_bound"] = bound
             target["rows_over_error_bound"] = int(np.sum(scored.loss > scale))
-    except C.TargetUnreachable as e:
+    except calibration.TargetUnreachable as e:
         print(f"mcdrop calibrate: target not met, nothing written: {e}", file=sys.stderr)
         return 1
 
-    calibration = {
+    record = {
         "method": method,
         "metric": metric,
         "threshold": op.threshold,
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         "aurc_on_selection": aurcs or None,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    print(json.dumps(calibration, indent=2))
+    print(json.dumps(record, indent=2))
     if args.dry_run:
         print("dry run: manifest left unchanged", file=sys.stderr)
         return 0
@@ -186,11 +186,11 @@ def run(args: argparse.Namespace) -> int:
     manifest.reference = save_reference(
         folder, u, metric, op.threshold, samples,
         referral_rate=float(np.mean(finite > op.threshold)) if len(finite) else 0.0,
-        calibrated_at=calibration["date"],
+        calibrated_at=record["date"],
     )  # fmt: skip
     manifest.uncertainty_metric = metric
     manifest.threshold = op.threshold
-    manifest.calibration = calibration
+    manifest.calibration = record
     manifest.training["threshold_source"] = "mcdrop calibrate: see calibration"
     write_manifest(folder, manifest)
     print(f"wrote {folder}/model.json: {metric} > {op.threshold:.6g} abstains, and "

@@ -44,8 +44,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from service import evaluation as E
-    from service import plots
+    from service import evaluation, plots
     from service.data import read_dataset
     from service.heldout import data_fingerprint, resolve_model_dir, score_mc, score_standard
     from service.model import load_model
@@ -72,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     y = np.asarray(ds.y, np.float64)
     y = y.reshape(-1) if model.task == "classification" else y.reshape(len(y), -1)
 
-    mc_report = E.method_report(mc, y, m.tau)
-    std_report = E.method_report(std, y, m.tau)
+    mc_report = evaluation.method_report(mc, y, m.tau)
+    std_report = evaluation.method_report(std, y, m.tau)
     std_metric = "predictive_entropy" if model.task == "classification" else "constant"
     report: dict[str, Any] = {
         "model": m.name,
@@ -95,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "metric": m.uncertainty_metric,
             "calibrated": m.calibration is not None,
             "calibration": m.calibration,
-            **E.operating_point(mc, m.uncertainty_metric, m.threshold),
+            **evaluation.operating_point(mc, m.uncertainty_metric, m.threshold),
         },
         "plots": ["risk_coverage.png", "reliability.png", "uncertainty_mc.png",
                   "uncertainty_standard.png"],
@@ -120,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     for name, rep in (("MC", mc_report), ("standard", std_report)):
         print("  " + name + ": " + ", ".join(f"{k} {v:.5f}" for k, v in rep["aurc"].items()))
     print()
-    print(E.markdown_table(mc_report, std_report, m.uncertainty_metric, std_metric))
+    print(evaluation.markdown_table(mc_report, std_report, m.uncertainty_metric, std_metric))
     op = {k: v for k, v in report["operating_point"].items() if k != "calibration"}
     print(f"\noperating point ({m.uncertainty_metric} > {m.threshold:.6g}): {json.dumps(op)}")
     print(f"wrote {out}/report.json and {len(report['plots'])} PNGs", file=sys.stderr)

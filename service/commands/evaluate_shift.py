@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import evaluation as E
-from service import ood as O
+from service import evaluation, ood
 from service.data import Dataset, read_dataset
 from service.heldout import Scored, score_mc, score_standard
 from service.model import MCDropoutModel
@@ -58,20 +57,20 @@ def run_ood(model: MCDropoutModel, args: argparse.Namespace, samples: int, out: 
     ds = subsample(read_dataset(args.data, args.target_col), args.limit, args.seed)
     scored_in = score_mc(model, ds, samples, args.seed)
     report = _header(model, args, len(ds.x), samples)
-    report["in_distribution_referral_rate"] = O.referral_rate(
+    report["in_distribution_referral_rate"] = ood.referral_rate(
         scored_in.uncertainty[m.uncertainty_metric], m.threshold
     )
     report["ood"] = {}
     ood_scores: dict[str, dict[str, NDArray[np.float64]]] = {}
     for path in args.ood:
         name = Path(path).stem
-        ood = subsample(read_dataset(path), args.limit, args.seed)
-        s = score_mc(model, ood, samples, args.seed)
+        ood_rows = subsample(read_dataset(path), args.limit, args.seed)
+        s = score_mc(model, ood_rows, samples, args.seed)
         ood_scores[name] = s.uncertainty
         report["ood"][name] = {
-            "n": len(ood.x),
-            "referral_rate": O.referral_rate(s.uncertainty[m.uncertainty_metric], m.threshold),
-            **{k: O.separation(scored_in.uncertainty[k], u) for k, u in s.uncertainty.items()},
+            "n": len(ood_rows.x),
+            "referral_rate": ood.referral_rate(s.uncertainty[m.uncertainty_metric], m.threshold),
+            **{k: ood.separation(scored_in.uncertainty[k], u) for k, u in s.uncertainty.items()},
         }
     (out / "ood.json").write_text(json.dumps(report, indent=2) + "\n")
     ood_histograms(
@@ -92,12 +91,12 @@ def run_ood(model: MCDropoutModel, args: argparse.Namespace, samples: int, out: 
 
 
 def _figures(s: Scored, y: NDArray[np.float64], metric: str, threshold: float) -> dict[str, Any]:
-    head = E.headline(s, y, None)
+    head = evaluation.headline(s, y, None)
     u = s.uncertainty.get(metric)
     return {
         **head,
         "aurc": aurc(u, s.loss) if u is not None else None,
-        "referral_rate": O.referral_rate(u, threshold) if u is not None else None,
+        "referral_rate": ood.referral_rate(u, threshold) if u is not None else None,
     }
 
 

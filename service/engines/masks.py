@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 LANE_BITS = 16
 LANES_PER_WORD = 64 // LANE_BITS
-_LANE_RANGE = 1 << LANE_BITS
+LANE_RANGE = 1 << LANE_BITS
 ROW_LIMIT = 1 << 20
 SAMPLE_SPAN = 1 << 24  # slot = row * SAMPLE_SPAN + sample
 WORD_LIMIT = 1 << 20
@@ -55,12 +55,12 @@ def keep_threshold(keep_prob: float) -> int:
     """Integer threshold t with P(lane < t) = t / 2^16 closest to keep_prob."""
     if not 0.0 < keep_prob <= 1.0:
         raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
-    return round(keep_prob * _LANE_RANGE)
+    return round(keep_prob * LANE_RANGE)
 
 
 def quantised_keep(keep_prob: float) -> float:
     """The keep probability the integer threshold actually realises."""
-    return keep_threshold(keep_prob) / _LANE_RANGE
+    return keep_threshold(keep_prob) / LANE_RANGE
 
 
 def words_per_slot(elements: int, noise: str) -> int:

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import adaptive as A
-from service import uncertainty as U
+from service import adaptive, uncertainty
 from service.engines.base import SampleJob
 from service.errors import InvalidInput
 from service.model import MCDropoutModel, Prediction, draw_seed
@@ -28,7 +27,7 @@ from service.serving.finite import abstain_non_finite
 from service.serving.predictor import Predictor, PredictParams
 
 # interval_of(samples (T, n, D), alpha) -> Interval for those n rows
-IntervalFn = Callable[[NDArray[np.float32], float], A.Interval]
+IntervalFn = Callable[[NDArray[np.float32], float], adaptive.Interval]
 
 
 @dataclass(frozen=True)
@@ -51,10 +50,10 @@ class AdaptiveRun:
         threshold: float,
         confidence: float,
         interval_of: IntervalFn,
-        first_round: int = A.FIRST_ROUND,
+        first_round: int = adaptive.FIRST_ROUND,
     ) -> None:
-        self.totals = A.schedule(max_samples, first_round)
-        self.alpha = A.look_alpha(confidence, len(self.totals) - 1)
+        self.totals = adaptive.schedule(max_samples, first_round)
+        self.alpha = adaptive.look_alpha(confidence, len(self.totals) - 1)
         self.threshold = threshold
         self.interval_of = interval_of
         self.buffer = np.empty((max_samples, n_rows, outputs), np.float32)
@@ -106,13 +105,13 @@ def interval_fn(model: MCDropoutModel, metric: str) -> IntervalFn:
         tau = model.manifest.tau
         assert tau is not None
 
-        def reg(raw: NDArray[np.float32], alpha: float) -> A.Interval:
-            return A.regression_interval(model.to_target_units(raw), tau, metric, alpha)
+        def reg(raw: NDArray[np.float32], alpha: float) -> adaptive.Interval:
+            return adaptive.regression_interval(model.to_target_units(raw), tau, metric, alpha)
 
         return reg
 
-    def clf(raw: NDArray[np.float32], alpha: float) -> A.Interval:
-        return A.classification_interval(U.softmax(raw, axis=2), metric, alpha)
+    def clf(raw: NDArray[np.float32], alpha: float) -> adaptive.Interval:
+        return adaptive.classification_interval(uncertainty.softmax(raw, axis=2), metric, alpha)
 
     return clf
 
@@ -140,7 +139,7 @@ async def predict_adaptive(
     t_max = predictor.default_samples(model) if max_samples is None else max_samples
     if not 2 <= t_max <= cap:
         raise _invalid("max_samples", f"expected an integer in [2, {cap}], got {t_max}")
-    conf = A.DEFAULT_CONFIDENCE if confidence is None else confidence
+    conf = adaptive.DEFAULT_CONFIDENCE if confidence is None else confidence
     m = model.resolve_metric(metric)
     if t_max * n > limits.max_sample_rows:
         raise _invalid(
@@ -181,7 +180,9 @@ def _merge(
             part = model.summarize(raw, seed, thr, metric)
             iv = interval_of(raw, run.alpha)
             units = model.to_target_units(raw) if model.task == "regression" else None
-            mean_se[rows] = A.mean_se(units if units is not None else U.softmax(raw, axis=2))
+            mean_se[rows] = adaptive.mean_se(
+                units if units is not None else uncertainty.softmax(raw, axis=2)
+            )
         unc_se[rows] = iv.se
         for f in fields(part):
             value = getattr(part, f.name)

@@ -20,7 +20,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from service import uncertainty as U
+from service import uncertainty
 from service.artifact import DropoutSpec, Manifest, MLPArchitecture, Normalization, WeightsRef
 from service.data import Dataset
 from service.nets import build_mlp
@@ -178,7 +178,7 @@ def tune(ds: Dataset, cfg: TuneConfig, out: Path | None = None) -> TuneResult:
 
     # Placeholder threshold (as `mcdrop train`): the 90th percentile of the validation std.
     samples = _mc(net, sc.x(x[va]), cfg.default_samples, cfg.seed) * sc.y_std + sc.y_mean
-    mom = U.regression_moments(samples[:, :, None], best.tau)
+    mom = uncertainty.regression_moments(samples[:, :, None], best.tau)
     threshold = float(np.quantile(mom.std[:, 0], 0.9))
     trace = {
         "search": {**outcome.trace(), "tau_range_start": list(tau_range)},

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from service import uncertainty as U
+from service import uncertainty
 from service.stacked_training import StackData, StackedMLP, mc_samples, train_stacked
 from service.uci.data import UciDataset
 
@@ -89,7 +89,7 @@ def score(
     gen: torch.Generator,
 ) -> tuple[float, float]:
     """(RMSE of the MC mean, test log-likelihood), both in the target's original units."""
-    acc = U.StreamingRegressionScore(y, tau)
+    acc = uncertainty.StreamingRegressionScore(y, tau)
     for chunk in mc_samples(m, model, x, samples, gen):
         acc.update(chunk.double().numpy() * norm.y_std + norm.y_mean)
     return acc.rmse(), acc.log_likelihood()
