@@ -24,15 +24,15 @@ test: install lint
 	$(BIN)/pytest -q --cov=service --cov-report=term:skip-covered
 
 lint: install
-	$(BIN)/ruff check service tests bench scripts
-	$(BIN)/ruff format --check service tests bench scripts
+	$(BIN)/ruff check service tests bench scripts examples
+	$(BIN)/ruff format --check service tests bench scripts examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 format: install
-	$(BIN)/ruff check --fix service tests bench scripts
-	$(BIN)/ruff format service tests bench scripts
+	$(BIN)/ruff check --fix service tests bench scripts examples
+	$(BIN)/ruff format service tests bench scripts examples
 
 # Reproduce the shipped models (deterministic on the CPU for a given seed). `models-small`
 # takes seconds; `models-fashion` trains the convnet (41 min on 2 shared, busy cores).

@@ -20,6 +20,7 @@ of wall time, with process CPU time beside it (steadier when other jobs share th
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -36,7 +37,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf import interleaved, reference_mlp
 
-from service.engines.base import SampleJob
+from service.engines.base import Engine, SampleJob
 from service.engines.onnx_engine import session_options
 from service.engines.torch_engine import TorchEngine, on_torch_thread
 from service.engines.torch_package import mc_mode, package_torch
@@ -46,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 Q = 64
 
 
-def packaged(module: nn.Module, folder: Path) -> object:
+def packaged(module: nn.Module, folder: Path) -> Engine:
     package_torch(module, torch.randn(4, Q), folder, task="classification", overwrite=True)
     return load_model(folder, device="cpu").engine
 
@@ -61,8 +62,8 @@ def part_mlp(tmp: Path, reps: int) -> list[dict[str, object]]:
         job = [SampleJob(x, t, 0)]
         r = interleaved(
             {
-                "packaged": lambda job=job: ours.sample_many(job),  # type: ignore[attr-defined]
-                "builtin": lambda job=job: builtin.sample_many(job),
+                "packaged": functools.partial(ours.sample_many, job),
+                "builtin": functools.partial(builtin.sample_many, job),
             },
             reps,
         )
@@ -126,7 +127,7 @@ def part_head(tmp: Path, reps: int) -> list[dict[str, object]]:
 
         r = interleaved(
             {
-                "packaged": lambda job=job: ours.sample_many(job),  # type: ignore[attr-defined]
+                "packaged": functools.partial(ours.sample_many, job),
                 "floor": floor,
                 "no_masks": no_masks,
                 "naive_loop": naive_loop,

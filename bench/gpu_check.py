@@ -152,7 +152,7 @@ def convnet_checks() -> None:
 
 
 def tflops(net: nn.Sequential) -> None:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for precision in ("float32", "tf32", "bf16") if DEVICE == "cuda" else ("float32",):
         eng = TorchEngine(net, [64], DEVICE, max_activation_mb=8192, precision=precision)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32

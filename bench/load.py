@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -166,7 +167,7 @@ def main() -> int:
         "| phase | requests | 200 | other statuses | client errors | p50 ms | p95 ms | p99 ms | req/s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ph in phases:
         n = sum(ph.statuses.values()) + sum(ph.errors.values())
         other = {k: v for k, v in sorted(ph.statuses.items()) if k != 200}

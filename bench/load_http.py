@@ -23,6 +23,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -76,7 +77,7 @@ async def client(
 
 async def run_level(
     url: str, method: str, body: bytes, conc: int, seconds: float, max_requests: int = 1_000_000
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Closed loop: `conc` connections each send the next request when the previous answers,
     until `seconds` have passed or `max_requests` answered, whichever comes first."""
     host, port, request = encode_request(url, method, body)

@@ -23,7 +23,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf import reference_mlp
 
-from service.engines.base import SampleJob, plan_chunks
+from service.engines.base import SampleJob, chunk_rows, plan_chunks
 from service.engines.torch_engine import TorchEngine, configure_threads, on_torch_thread
 from service.nets import MCDropout
 
@@ -49,13 +49,14 @@ def main() -> None:
             t0 = start = time.perf_counter()
             pre = eng.prefix(torch.as_tensor(x))
             for chunk in plan_chunks([(n, t)], eng.max_rows):
-                noise = eng._draw_noise(chunk, jobs)
+                rows = chunk_rows(chunk, jobs)
+                noise = eng._draw_noise(rows)
                 h = eng._first_site(chunk, jobs, pre)
                 t0 = tick("replicate", t0)
                 for i, mod in enumerate(eng.body):
                     site = eng.sites.get(i)
                     if site is not None:
-                        h = eng._apply(h, site, chunk, jobs, noise[site.site])
+                        h = eng._apply(h, site, rows, noise[site.site])
                         t0 = tick(f"mask{site.site}", t0)
                     elif isinstance(mod, nn.ReLU):
                         h.relu_()

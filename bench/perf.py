@@ -19,6 +19,7 @@ share the cores). Writes bench/results/perf.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,8 +172,8 @@ def part_d(quick: bool) -> list[dict[str, object]]:
             job = SampleJob(x, t, seed=1)
             m = interleaved(
                 {
-                    "onnx": lambda job=job: onnx_engine.sample_many([job]),
-                    "torch": lambda job=job: torch_engine.sample_many([job]),
+                    "onnx": functools.partial(onnx_engine.sample_many, [job]),
+                    "torch": functools.partial(torch_engine.sample_many, [job]),
                 },
                 reps_for(n * t, quick),
             )
@@ -279,7 +281,7 @@ def main() -> None:
     args = ap.parse_args()
     configure_threads(args.threads or None)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
-    result: dict[str, object] = {
+    result: dict[str, Any] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

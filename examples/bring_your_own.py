@@ -122,6 +122,7 @@ def main(out: Path, epochs: int = 15, train_rows: int = 1200) -> dict[str, objec
     # 3. Serve: the library, then the REST app (in process here; `mcdrop serve` in production).
     model = load_model(folder)
     pred = model.predict(x[test_idx], samples=50, seed=0)
+    assert pred.label is not None  # a classifier's prediction carries labels
     accuracy = float(np.mean(pred.label == y[test_idx]))
     kept = ~pred.abstain
     body = {"inputs": x[test_idx[:2]].tolist(), "samples": 50, "seed": 0}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from service.artifact import DropoutSpec, Manifest, MLPArchitecture, Normalization, WeightsRef
 from service.nets import build_net
@@ -25,9 +26,11 @@ def linear_model_dir(
     arch = MLPArchitecture(input_dim=q, hidden=[], output_dim=1)
     dropout = DropoutSpec(noise=noise, input_rate=input_rate, hidden_rate=0.5)  # type: ignore[arg-type]
     net = build_net(arch, dropout)
+    linear = net[1]
+    assert isinstance(linear, nn.Linear)
     with torch.no_grad():
-        net[1].weight.copy_(torch.tensor(weight, dtype=torch.float32).reshape(1, q))
-        net[1].bias.fill_(bias)
+        linear.weight.copy_(torch.tensor(weight, dtype=torch.float32).reshape(1, q))
+        linear.bias.fill_(bias)
     manifest = Manifest(
         name=folder.name,
         task="regression",
@@ -54,9 +57,11 @@ def linear_classifier_dir(
     arch = MLPArchitecture(input_dim=1, hidden=[], output_dim=k)
     dropout = DropoutSpec(input_rate=input_rate, hidden_rate=0.5)
     net = build_net(arch, dropout)
+    linear = net[1]
+    assert isinstance(linear, nn.Linear)
     with torch.no_grad():
-        net[1].weight.copy_(torch.tensor(weight, dtype=torch.float32).reshape(k, 1))
-        net[1].bias.copy_(torch.tensor(bias, dtype=torch.float32))
+        linear.weight.copy_(torch.tensor(weight, dtype=torch.float32).reshape(k, 1))
+        linear.bias.copy_(torch.tensor(bias, dtype=torch.float32))
     manifest = Manifest(
         name=folder.name,
         task="classification",

@@ -23,7 +23,9 @@ def _entropy(p: np.ndarray) -> float:
     return float(-np.sum(p * np.log(p)))
 
 
-def _two_point_rows(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _two_point_rows(
+    n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Rows whose T samples are one of two softmax vectors a (prob q) or b (1 - q).
 
     The limit T → ∞ is known exactly: the mean is q a + (1 - q) b, so the predictive entropy is
@@ -40,7 +42,7 @@ def _two_point_rows(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         ),
         "variation_ratio": np.minimum(q, 1 - q),
     }
-    return a, b, q, truth  # type: ignore[return-value]
+    return a, b, q, truth
 
 
 def _wrong_early_rate(metric: str, confidence: float, seed: int) -> tuple[float, int, float]:

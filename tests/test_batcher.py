@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
 from service.model import MCDropoutModel, load_model
@@ -26,7 +27,9 @@ def _job(model: MCDropoutModel, rows: int, samples: int, seed: int) -> SampleJob
     return SampleJob(model.prepare(x), samples, seed)
 
 
-async def _run_concurrently(runner: BatchingRunner, model: MCDropoutModel, jobs: list[SampleJob]):
+async def _run_concurrently(
+    runner: BatchingRunner, model: MCDropoutModel, jobs: list[SampleJob]
+) -> list[NDArray[np.float32] | BaseException]:
     await runner.start()
     try:
         return await asyncio.gather(
@@ -83,8 +86,9 @@ def test_an_error_in_one_job_does_not_fail_the_others(model: MCDropoutModel) -> 
     results = asyncio.run(_run_concurrently(runner, bad, jobs))
     assert isinstance(results[1], RuntimeError)
     for i in (0, 2, 3):
-        assert isinstance(results[i], np.ndarray)
-        np.testing.assert_allclose(results[i], model.engine.sample_many([jobs[i]])[0], rtol=1e-5)
+        result = results[i]
+        assert isinstance(result, np.ndarray)
+        np.testing.assert_allclose(result, model.engine.sample_many([jobs[i]])[0], rtol=1e-5)
 
 
 def test_direct_runner_matches(model: MCDropoutModel) -> None:

@@ -57,7 +57,7 @@ def test_identical_rows_get_independent_masks(tmp_path: Path) -> None:
     s = p.raw_samples[:, :, 0].astype(np.float64)  # (T, N)
     assert not np.any(np.all(s[:, :1] == s[:, 1:], axis=0)), "rows share masks"
     # Correlation between rows should be ~0 (SE 1/sqrt(T)).
-    corr = np.corrcoef(s.T)[np.triu_indices(n, 1)]
+    corr = np.asarray(np.corrcoef(s.T))[np.triu_indices(n, 1)]
     assert np.all(np.abs(corr) < 5 / np.sqrt(t))
     row_var = s.var(axis=0)
     pooled = row_var.mean()

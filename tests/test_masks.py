@@ -110,13 +110,15 @@ def test_threads_and_parts_do_not_change_a_decision() -> None:
 def test_gaussian_noise_has_the_right_moments() -> None:
     """N(1, (1-p)/p): mean SE sqrt(v/n); variance SE sqrt(2/n) v for a normal."""
     keep = 0.8
-    rows = masks.make_rows(3, np.zeros(400), np.arange(400))
+    rows = masks.make_rows(3, np.zeros(400, dtype=np.int64), np.arange(400))
     g = masks.gaussian_noise(rows, 1, 1000, keep).astype(np.float64)
     n, v = g.size, (1 - keep) / keep
     assert abs(g.mean() - 1.0) < 5 * np.sqrt(v / n)
     assert abs(g.var() - v) < 5 * np.sqrt(2 / n) * v
     # Same rule as the Bernoulli masks: a slot's noise does not depend on its neighbours.
-    one = masks.gaussian_noise(masks.make_rows(3, np.zeros(1), np.array([17])), 1, 1000, keep)
+    one = masks.gaussian_noise(
+        masks.make_rows(3, np.zeros(1, dtype=np.int64), np.array([17])), 1, 1000, keep
+    )
     np.testing.assert_array_equal(one[0], g[17].astype(np.float32))
 
 

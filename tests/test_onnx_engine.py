@@ -25,7 +25,9 @@ def folder(tiny_classifier_dir: Path, tmp_path: Path) -> Path:
     return out
 
 
-def test_export_then_seeded_samples_match_the_torch_engine(folder: Path, capsys) -> None:
+def test_export_then_seeded_samples_match_the_torch_engine(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["export-onnx", str(folder), "--samples", "1000"]) == 0
     assert "same_seed_max_abs_diff" in capsys.readouterr().out
     onnx_model = load_model(folder, engine="onnx")
@@ -54,7 +56,9 @@ def _lose_a_mask(model: onnx.ModelProto) -> onnx.ModelProto:
     raise AssertionError("no Mul for mask_1")
 
 
-def test_verification_catches_a_removed_dropout_site(folder: Path, monkeypatch) -> None:
+def test_verification_catches_a_removed_dropout_site(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = onnx_export.build_graph
     monkeypatch.setattr(onnx_export, "build_graph", lambda e, m: _lose_a_mask(real(e, m)))
     # The graph still varies from pass to pass (the input site is intact), so only the

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.engines.base import plan_chunks
+from service.engines.base import Segment, plan_chunks
 
 
-def _covered(chunks: list, jobs: list[tuple[int, int]]) -> dict[int, list[int]]:
+def _covered(chunks: list[list[Segment]], jobs: list[tuple[int, int]]) -> dict[int, list[int]]:
     seen: dict[int, list[int]] = {j: [] for j in range(len(jobs))}
     for chunk in chunks:
         for s in chunk:

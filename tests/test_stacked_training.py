@@ -33,12 +33,13 @@ def _model(g: int, d: int = 3, h: int = 7, seed: int = 0) -> StackedMLP:
 def test_single_model_without_dropout_matches_linear_stack() -> None:
     m = _model(1)
     m.keep_prob.fill_(1.0)
-    net = nn.Sequential(nn.Linear(3, 7), nn.ReLU(), nn.Linear(7, 1))
+    first, last = nn.Linear(3, 7), nn.Linear(7, 1)
+    net = nn.Sequential(first, nn.ReLU(), last)
     with torch.no_grad():
-        net[0].weight.copy_(m.w1[0].T)
-        net[0].bias.copy_(m.b1[0, 0])
-        net[2].weight.copy_(m.w2[0].T)
-        net[2].bias.copy_(m.b2[0, 0])
+        first.weight.copy_(m.w1[0].T)
+        first.bias.copy_(m.b1[0, 0])
+        last.weight.copy_(m.w2[0].T)
+        last.bias.copy_(m.b2[0, 0])
     x = torch.randn(1, 11, 3)
     torch.testing.assert_close(m.forward(x, None, None)[0], net(x[0]))
 

@@ -29,7 +29,7 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, g: int, epochs: int, batch: int
             nn.Linear(50, 1),
         )
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        weights = [net[1].weight, net[4].weight]
+        weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
         for _ in range(epochs):
             perm = torch.randperm(len(x))
             for i in range(0, len(x), batch):

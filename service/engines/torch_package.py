@@ -22,7 +22,7 @@ import io
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -94,7 +94,10 @@ def refuse_unfaithful_layers(module: nn.Module) -> None:
             )
 
 
-def mc_mode(module: nn.Module) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def mc_mode(module: _M) -> _M:
     """The module's MC-dropout mode, in place: dropout on, torch.nn layers in eval mode, the
     user's own modules with training=True (so functional dropout keyed on it is on)."""
     for sub in module.modules():

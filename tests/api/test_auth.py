@@ -114,7 +114,7 @@ def test_weak_or_empty_keys_stop_start_up(
     serving_dir: Path, kwargs: dict[str, str], words: str
 ) -> None:
     with pytest.raises(ValueError, match=words):
-        create_app(settings_for(serving_dir, **kwargs))  # type: ignore[arg-type]
+        create_app(settings_for(serving_dir, **kwargs))
 
 
 def test_unreadable_key_file_stops_start_up(serving_dir: Path, tmp_path: Path) -> None:

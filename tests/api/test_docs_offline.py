@@ -13,9 +13,13 @@ import re
 import shutil
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Route
 
 from service.api.routes.docs import ASSETS, VENDOR
 from tests.conftest import REPO
@@ -117,7 +121,7 @@ def test_docs_and_redoc_list_the_operations_with_the_network_blocked(
             blocked: list[str] = []
             problems: list[str] = []
 
-            def only_local(route: sync_api.Route) -> None:
+            def only_local(route: Route) -> None:
                 if route.request.url.startswith(base):
                     route.continue_()
                 else:

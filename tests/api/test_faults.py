@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import external_data_helper, numpy_helper
+from pydantic import SecretStr
 
 from service.api.app import create_app
 from service.artifact import read_manifest, save_weights, sha256_file
@@ -98,7 +99,7 @@ async def test_missing_model_directory_keeps_the_process_live(
     tmp_path: Path, tiny_regression_dir: Path
 ) -> None:
     root = tmp_path / "models"
-    app = create_app(Settings(model_dir=str(root), api_keys=KEY))
+    app = create_app(Settings(model_dir=str(root), api_keys=SecretStr(KEY)))
     async with running(app) as c:
         assert (await c.get("/health/live")).status_code == 200
         ready = await c.get("/health/ready")
@@ -162,7 +163,7 @@ async def test_reload_swaps_in_changed_models_and_keeps_a_failed_ones_old_versio
     tmp_path: Path, tiny_regression_dir: Path, tiny_classifier_dir: Path
 ) -> None:
     m = _copy(tiny_regression_dir, tmp_path, "m")
-    app = create_app(Settings(model_dir=str(tmp_path), default_model="m", api_keys=KEY))
+    app = create_app(Settings(model_dir=str(tmp_path), default_model="m", api_keys=SecretStr(KEY)))
     auth = {"X-API-Key": KEY}
     async with running(app) as c:
         assert (await c.post("/v1/admin/reload")).status_code == 401
@@ -204,7 +205,7 @@ async def test_reload_during_load_loses_no_request(
     """200 concurrent predictions while the model is replaced five times: every one is a 200,
     answered by one whole version or the other."""
     m = _copy(tiny_regression_dir, tmp_path, "m")
-    app = create_app(Settings(model_dir=str(tmp_path), default_model="m", api_keys=KEY))
+    app = create_app(Settings(model_dir=str(tmp_path), default_model="m", api_keys=SecretStr(KEY)))
     auth = {"X-API-Key": KEY}
     async with running(app) as c:
 
@@ -222,9 +223,9 @@ async def test_reload_during_load_loses_no_request(
                 await asyncio.sleep(0)
             return codes
 
-        results = await asyncio.gather(reloads(), *(predict(i) for i in range(200)))
-    reload_codes, responses = results[0], results[1:]
+        predictions = asyncio.gather(*(predict(i) for i in range(200)))
+        reload_codes, responses = await asyncio.gather(reloads(), predictions)
     assert reload_codes == [200] * 5
-    assert [r.status_code for r in responses] == [200] * 200  # type: ignore[union-attr]
-    versions = {r.json()["version"] for r in responses}  # type: ignore[union-attr]
+    assert [r.status_code for r in responses] == [200] * 200
+    versions = {r.json()["version"] for r in responses}
     assert versions <= {"1", "2", "3", "4", "5", "6"}

@@ -166,6 +166,7 @@ async def test_shipped_regression_model_agrees_with_load_model(client: httpx.Asy
     # sqrt(epistemic_var / T); two independent means differ with SE sqrt(2 * epistemic_var / T).
     # 5 SE bounds a false failure below 6e-7 per row.
     other_mean = np.array([r["mean"][0] for r in other["predictions"]])
+    assert lib.epistemic_variance is not None
     se = np.sqrt(2 * lib.epistemic_variance[:, 0] / t)
     assert np.all(np.abs(other_mean - lib.mean[:, 0]) < 5 * se)
 

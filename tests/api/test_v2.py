@@ -49,7 +49,7 @@ SPEC_REQUEST: dict[str, Any] = {
 
 def _spec_request_for_mcdrop() -> dict[str, Any]:
     """The spec's example with mcdrop's tensor names: one input 'input', output 'mean'."""
-    req = json.loads(json.dumps(SPEC_REQUEST))
+    req: dict[str, Any] = json.loads(json.dumps(SPEC_REQUEST))
     req["inputs"] = [dict(req["inputs"][0], name="input")]
     req["outputs"] = [{"name": "mean"}]
     req["parameters"] = {"samples": 16, "seed": 3}

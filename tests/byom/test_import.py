@@ -108,6 +108,7 @@ def test_regression_without_tau_fits_it_on_heldout(tmp_path: Path) -> None:
         out = import_onnx(src, tmp_path / f"fit{k}", task="regression", heldout=(x, y))
         m = load_model(out).manifest
         assert m.training["tau_source"] == "validation_ml"
+        assert m.tau is not None
         taus.append(m.tau)
     assert taus[0] > 5 * taus[1]
     # Refitting an existing folder in place follows the same rule on the same rows.

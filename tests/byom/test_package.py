@@ -91,7 +91,8 @@ def test_batchnorm_uses_running_stats_unlike_model_train(tmp_path: Path) -> None
         torch.manual_seed(1)
         with torch.no_grad():
             out = module.train()(batch.repeat(200, 1, 1, 1)).reshape(200, len(batch), -1)
-        return out[:, 0].double().numpy()
+        logits: np.ndarray = out[:, 0].double().numpy()
+        return logits
 
     a, b = train_mode_logits(batch_a), train_mode_logits(batch_b)
     module.eval()

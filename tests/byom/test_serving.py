@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from pydantic import SecretStr
 
 from service import package_torch
 from service.api.app import create_app
@@ -39,7 +40,7 @@ def byom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 async def client(byom_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(model_dir=str(byom_dir), api_keys=KEY))
+    app = create_app(Settings(model_dir=str(byom_dir), api_keys=SecretStr(KEY)))
     async with running(app) as c:
         c.headers["X-API-Key"] = KEY
         yield c
@@ -97,7 +98,7 @@ async def test_hot_reload_serves_a_repackaged_model(
     root = tmp_path / "models"
     torch.manual_seed(0)
     package_torch(MLP(), torch.randn(4, Q), root / "m", task="classification")
-    async with running(create_app(Settings(model_dir=str(root), api_keys=KEY))) as c:
+    async with running(create_app(Settings(model_dir=str(root), api_keys=SecretStr(KEY)))) as c:
         c.headers["X-API-Key"] = KEY
         body = {"inputs": ROWS, "samples": 20, "seed": 1}
         before = (await c.post("/v1/models/m/predict", json=body)).json()["predictions"]
@@ -115,7 +116,7 @@ async def test_cuda_without_the_provider_is_a_503_naming_why(byom_dir: Path) -> 
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA provider")
-    app = create_app(Settings(model_dir=str(byom_dir), api_keys=KEY, device="cuda"))
+    app = create_app(Settings(model_dir=str(byom_dir), api_keys=SecretStr(KEY), device="cuda"))
     async with running(app) as c:
         r = await c.post("/v1/models/imported/predict", json={"inputs": ROWS},
                          headers={"X-API-Key": KEY})  # fmt: skip
@@ -131,6 +132,7 @@ def test_calibrate_and_evaluate_run_on_a_packaged_model(
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, Q))
     y = load_model(folder).predict(x, samples=30, seed=0).label  # labels it mostly gets right
+    assert y is not None
     flip = rng.random(300) < 0.2
     y = np.where(flip, (y + 1) % 3, y)
     np.savez(tmp_path / "heldout.npz", x=x, y=y)

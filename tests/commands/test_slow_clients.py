@@ -4,6 +4,7 @@ answering 200 at once and real requests served, and are closed after their read 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import time
@@ -126,7 +127,7 @@ def test_bodies_trickled_a_byte_a_second_above_the_cap(models: Path, tmp_path: P
             _check_server_is_usable(base)
             for s in slow:
                 # Sent a byte a second, the body would take 1000 s: the deadline ends it first.
-                _closed_by_server(s, keep_sending=lambda s=s: s.sendall(b" "))
+                _closed_by_server(s, keep_sending=functools.partial(s.sendall, b" "))
             _check_server_is_usable(base)
         finally:
             for s in slow:

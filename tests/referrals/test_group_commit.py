@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ async def test_concurrent_referrals_share_commits(
     )
     async with running(app) as c:
         recorder = app.state.referrals
-        real_add = recorder.store.add
+        real_add: Callable[[list[dict[str, Any]]], list[str]] = recorder.store.add
         calls: list[int] = []
 
         def held_first_add(rows: list[dict[str, Any]]) -> list[str]:
@@ -87,7 +88,7 @@ async def test_store_hanging_mid_group_fails_over_to_the_spool(
     async with running(app) as c:
         recorder = app.state.referrals
         before = await _predict_all(c, 2)  # the store works
-        real_add = recorder.store.add
+        real_add: Callable[[list[dict[str, Any]]], list[str]] = recorder.store.add
 
         def hanging_add(rows: list[dict[str, Any]]) -> list[str]:
             release.wait(60)
@@ -123,7 +124,12 @@ def test_spool_fsyncs_its_folder_when_the_file_is_created_or_renamed(
 ) -> None:
     synced: list[Path] = []
     real = spool_module._fsync_dir
-    monkeypatch.setattr(spool_module, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+
+    def recording_fsync(p: Path) -> None:
+        synced.append(p)
+        real(p)
+
+    monkeypatch.setattr(spool_module, "_fsync_dir", recording_fsync)
     spool = Spool(tmp_path / "s" / "spool.jsonl")
     spool.append([reg_row()])
     assert synced == [tmp_path / "s"]  # the new file's name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ async def test_a_hanging_store_times_out_to_the_spool(model_dir: Path, tmp_path:
     release = threading.Event()
     async with running(app) as c:
         store = app.state.referrals.store
-        real_add = store.add
+        real_add: Callable[[list[dict[str, Any]]], list[str]] = store.add
 
         def stuck_add(rows: list[dict[str, Any]]) -> list[str]:
             release.wait(30)

@@ -35,7 +35,8 @@ async def predictor(tmp_path: Path) -> Predictor:
 def _true_std(x: np.ndarray) -> np.ndarray:
     # y = Σ w_i m_i x_i / keep + b with m_i ~ Bernoulli(keep): Var y = Σ w_i² x_i² (1-keep)/keep;
     # the std metric adds the noise 1/τ = 0.25.
-    return np.sqrt((W**2 * x**2).sum(axis=1) * (1 - KEEP) / KEEP + 0.25)
+    std: np.ndarray = np.sqrt((W**2 * x**2).sum(axis=1) * (1 - KEEP) / KEEP + 0.25)
+    return std
 
 
 @pytest.mark.anyio

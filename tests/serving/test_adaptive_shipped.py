@@ -23,8 +23,9 @@ SEED = 3
 
 def _rows(name: str) -> list[list[float]]:
     data = load_diabetes() if name == "diabetes" else load_digits()
-    x: np.ndarray = data.data[:40]  # type: ignore[union-attr]
-    return x.tolist()
+    x = np.asarray(data.data[:40], dtype=np.float64)
+    rows: list[list[float]] = x.tolist()
+    return rows
 
 
 @pytest.mark.anyio

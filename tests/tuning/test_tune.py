@@ -67,6 +67,7 @@ def test_the_folder_loads_and_serves_with_the_chosen_settings(tmp_path: Path) ->
     assert len(trace["search"]["points"]) == 3
     assert all(math.isfinite(p["val_log_likelihood"]) for p in trace["search"]["points"])
     model = load_model(tmp_path / "m", device="cpu")
+    assert model.manifest.dropout is not None
     assert model.manifest.dropout.hidden_rate == trace["search"]["chosen"]["dropout"]
     # The served network is the searched one: its weight-scaled pass (dropout off, weights as
     # trained: inverted dropout scales only the kept units) is relu(x W1 + b1) W2 + b2.

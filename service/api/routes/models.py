@@ -37,7 +37,7 @@ async def get_model(name: str, predictor: PredictorDep) -> ModelPublic:
     return describe(predictor, predictor.registry.entry(name))
 
 
-def describe(predictor: Predictor, entry: ModelEntry) -> ModelPublic:
+def describe(predictor: Predictor | None, entry: ModelEntry) -> ModelPublic:
     out = ModelPublic(
         name=entry.name, ready=entry.ready, reason=entry.reason, reload_error=entry.reload_error
     )
@@ -62,7 +62,7 @@ def describe(predictor: Predictor, entry: ModelEntry) -> ModelPublic:
         m.uncertainty_metric,
         list(metrics_for(m.task)),
     )
-    if entry.model is not None:
+    if entry.model is not None and predictor is not None:
         out.default_samples = predictor.default_samples(entry.model)
         out.max_samples = predictor.max_samples(entry.model)
         out.engine, out.device = entry.model.engine.name, entry.model.engine.device
