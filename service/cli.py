@@ -13,6 +13,7 @@ from service.errors import MCDropError
 # One module per subcommand; each defines register(subparsers) and sets args.func.
 COMMANDS = [
     "service.commands.train",
+    "service.commands.tune",
     "service.commands.serve",
     "service.commands.export_onnx",
     "service.commands.import_onnx",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -90,6 +91,34 @@ def uncertainty_histograms(s: Scored, path: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.suptitle(f"{s.method}: uncertainty of correct vs wrong predictions", fontsize=10)
+    _save(fig, path)
+
+
+def tuning_plot(trace: dict[str, Any], path: Path) -> None:
+    """`mcdrop tune`'s search (tuning.json): every network tried, its epochs and its tau."""
+    search = trace["search"]
+    points, chosen = search["points"], search["chosen"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=90)
+    rounds = sorted({p["round"] for p in points})
+    for r in rounds:
+        pts = [p for p in points if p["round"] == r]
+        axes[0].plot([p["dropout"] for p in pts], [p["val_log_likelihood"] for p in pts], "o",
+                     label=f"round {r}")  # fmt: skip
+        axes[2].plot([p["dropout"] for p in pts], [p["tau"] for p in pts], "o", label=f"round {r}")
+    for ax in (axes[0], axes[2]):
+        ax.plot([chosen["dropout"]], [chosen["val_log_likelihood" if ax is axes[0] else "tau"]],
+                "k*", ms=12, label="chosen")  # fmt: skip
+        ax.set_xscale("log")
+    for p in points:
+        cps = p["checkpoints"]
+        axes[1].plot([c["epoch"] for c in cps], [c["val_log_likelihood"] for c in cps], ".-",
+                     lw=0.8, label=f"p={p['dropout']:.3g}")  # fmt: skip
+    lo, hi = search["tau_range_start"]
+    axes[2].axhspan(lo, hi, color="grey", alpha=0.15, label="first tau bracket")
+    axes[2].set_yscale("log")
+    _label(axes[0], "dropout rate", "validation log-likelihood", "Dropout rate (grid, log)")
+    _label(axes[1], "epoch", "validation log-likelihood", "Early stopping")
+    _label(axes[2], "dropout rate", "tau fitted on validation", "tau (continuous, log)")
     _save(fig, path)
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+DEFAULT_OUT = "bench/results/uci.json"
+
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("bench", help="reproduce published benchmarks")
@@ -28,8 +30,21 @@ def register(sub: Any) -> None:
         help="search with n_epochs x this for the 10x column (10: as Gal's 10x runs; the 1x "
         "column always uses the search's n_epochs snapshot)",
     )  # fmt: skip
+    u.add_argument(
+        "--protocol", choices=["grid", "tuned"], default="grid",
+        help="grid: the paper's fixed grid (the record); tuned: mcdrop tune's search per split",
+    )  # fmt: skip
+    u.add_argument("--budget", type=int, help="tuned: networks per split in the search (8)")
+    u.add_argument(
+        "--baseline", choices=["ensemble"],
+        help="tuned: add a deep-ensemble column (5 networks, no dropout) on the same splits",
+    )  # fmt: skip
+    u.add_argument("--epochs", type=int, help="override n_epochs.txt (the cap is 10x this)")
     u.add_argument("--seed", type=int, default=0, help="seed of training and MC sampling")
-    u.add_argument("--out", default="bench/results/uci.json", help="JSON results file")
+    u.add_argument(
+        "--out", default=DEFAULT_OUT,
+        help="JSON results file (tuned: bench/results/uci-tuned.json, -quick with --quick)",
+    )  # fmt: skip
     u.set_defaults(func=run)
 
 
@@ -37,19 +52,40 @@ def run(args: argparse.Namespace) -> int:
     from service.uci.data import DATASETS, QUICK_DATASETS, resolve_data_dir
     from service.uci.protocol import ProtocolConfig
     from service.uci.runner import run_benchmark
+    from service.uci.tuned import TunedConfig
 
     root = resolve_data_dir(args.data_dir)
     datasets = list(args.datasets or (QUICK_DATASETS if args.quick else DATASETS))
     splits = args.splits if args.splits is not None else (3 if args.quick else None)
     if args.jobs < 1 or args.threads < 1:
         raise ValueError("--jobs and --threads must be at least 1")
-    cfg = ProtocolConfig(
-        batch_size=args.batch_size,
-        val_samples=args.val_samples,
-        test_samples=args.test_samples,
-        seed=args.seed,
-        search_multiplier=args.search_multiplier,
-    )
+    cfg: ProtocolConfig | TunedConfig
+    if args.protocol == "tuned":
+        budget = args.budget if args.budget is not None else (6 if args.quick else 8)
+        if budget < 1:
+            raise ValueError("--budget must be at least 1")
+        cfg = TunedConfig(
+            budget=budget, batch_size=args.batch_size, test_samples=args.test_samples,
+            seed=args.seed, baseline=args.baseline, epochs=args.epochs,
+            min_steps=0 if args.quick else TunedConfig.min_steps,
+        )  # fmt: skip
+        if args.out == DEFAULT_OUT:
+            args.out = (
+                "bench/results/uci-tuned-quick.json"
+                if args.quick
+                else "bench/results/uci-tuned.json"
+            )
+    else:
+        if args.baseline or args.budget is not None:
+            raise ValueError("--baseline and --budget belong to --protocol tuned")
+        cfg = ProtocolConfig(
+            batch_size=args.batch_size,
+            val_samples=args.val_samples,
+            test_samples=args.test_samples,
+            seed=args.seed,
+            search_multiplier=args.search_multiplier,
+            epochs=args.epochs,
+        )
     report = run_benchmark(
         root, datasets, cfg, max_splits=splits, jobs=args.jobs, threads=args.threads,
         out=Path(args.out), command="mcdrop " + " ".join(sys.argv[1:]),

@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
     plots.reliability_plot([mc, std], y, out / "reliability.png", m.tau)
     plots.uncertainty_histograms(mc, out / "uncertainty_mc.png")
     plots.uncertainty_histograms(std, out / "uncertainty_standard.png")
+    tuning = folder / "tuning.json"  # written by `mcdrop tune`: its search goes in the figures
+    if tuning.is_file():
+        plots.tuning_plot(json.loads(tuning.read_text()), out / "tuning.png")
+        report["plots"].append("tuning.png")
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
     keys = [k for k in mc_report if isinstance(mc_report[k], float)]
     print(f"{m.name} on {Path(args.data).name}: n={len(y)}, MC T={samples}, seed={args.seed}")
@@ -118,5 +123,5 @@ def run(args: argparse.Namespace) -> int:
     print(E.markdown_table(mc_report, std_report, m.uncertainty_metric, std_metric))
     op = {k: v for k, v in report["operating_point"].items() if k != "calibration"}
     print(f"\noperating point ({m.uncertainty_metric} > {m.threshold:.6g}): {json.dumps(op)}")
-    print(f"wrote {out}/report.json and 4 PNGs", file=sys.stderr)
+    print(f"wrote {out}/report.json and {len(report['plots'])} PNGs", file=sys.stderr)
     return 0

@@ -12,9 +12,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from service.uci import tuned_report
 from service.uci.data import load_dataset
 from service.uci.protocol import ProtocolConfig, run_dataset
 from service.uci.report import machine, passes, table
+from service.uci.tuned import TunedConfig, run_tuned
 
 # Smallest first: a run cut short still has finished datasets in its JSON, and the two longest
 # (naval, protein) end up running side by side with --jobs 2.
@@ -23,13 +25,14 @@ _COST_ORDER = ("yacht", "bostonHousing", "energy", "concrete", "wine-quality-red
 
 
 def _one(
-    root: str, name: str, max_splits: int | None, cfg: ProtocolConfig, threads: int
+    root: str, name: str, max_splits: int | None, cfg: ProtocolConfig | TunedConfig, threads: int
 ) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    result = run_dataset(load_dataset(Path(root), name, max_splits), cfg)
+    ds = load_dataset(Path(root), name, max_splits)
+    result = run_tuned(ds, cfg) if isinstance(cfg, TunedConfig) else run_dataset(ds, cfg)
     print(f"[uci] {name}: done in {time.perf_counter() - t0:.0f}s", flush=True)
     return result
 
@@ -37,7 +40,7 @@ def _one(
 def run_benchmark(
     root: Path,
     datasets: list[str],
-    cfg: ProtocolConfig,
+    cfg: ProtocolConfig | TunedConfig,
     max_splits: int | None = None,
     jobs: int = 1,
     threads: int = 1,
@@ -52,8 +55,19 @@ def run_benchmark(
 
     def write(final: bool) -> dict[str, Any]:
         results = [by_name[n] for n in datasets if n in by_name]
+        tuned = isinstance(cfg, TunedConfig)
+        verdicts = (
+            {r["dataset"]: tuned_report.compare(r["dataset"], r["summary"]) for r in results}
+            if tuned
+            else {}
+        )
         report = {
-            "benchmark": "UCI regression, MC dropout (Gal & Ghahramani 2016, Table 1 protocol)",
+            "benchmark": "UCI regression, MC dropout, "
+            + (
+                "tuned protocol (mcdrop tune's search per split)"
+                if tuned
+                else "(Gal & Ghahramani 2016, Table 1 protocol)"
+            ),
             "command": command,
             "complete": final,
             "started_utc": started.isoformat(timespec="seconds"),
@@ -62,7 +76,20 @@ def run_benchmark(
             "machine": {**machine(), "load_average_at_start": load_start},
             "config": asdict(cfg),
             "max_splits": max_splits,
-            "targets_10x": {r["dataset"]: passes(r["dataset"], r["summary"]) for r in results},
+            **(
+                {
+                    "comparisons": verdicts,
+                    "counts": tuned_report.counts(verdicts),
+                    "datasets_run": [r["dataset"] for r in results],
+                    "datasets_not_run": [n for n in datasets if n not in by_name],
+                }
+                if tuned
+                else {
+                    "targets_10x": {
+                        r["dataset"]: passes(r["dataset"], r["summary"]) for r in results
+                    }
+                }
+            ),
             "datasets": results,
         }
         if out is not None:  # rewritten after every dataset, so a cut-short run keeps its part
@@ -84,5 +111,7 @@ def run_benchmark(
             write(final=False)
     report = write(final=True)
     results = [by_name[n] for n in datasets]
-    report["table"] = table(results)
+    report["table"] = (
+        tuned_report.table(results) if isinstance(cfg, TunedConfig) else table(results)
+    )
     return report
