@@ -26,9 +26,9 @@ def register(sub: Any) -> None:
                    help="epoch cap; early stopping chooses the count below it")  # fmt: skip
     p.add_argument("--no-early-stopping", action="store_true",
                    help="train every candidate for exactly --epochs")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="rows per gradient step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and masks")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="rows held out to judge candidates (never trained on unless --refit)")  # fmt: skip
     p.add_argument("--length-scale", type=float, default=1e-2, help="prior length-scale l")
