@@ -99,12 +99,12 @@ def test_the_split_is_written_when_the_files_are_there(
 def test_make_models_fashion_checks_the_data_before_installing_anything(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     plan = subprocess.run(
-        ["make", "-n", "models-fashion", f"FASHION_SRC={missing}", "VENV=" + str(tmp_path / "venv")],
+        ["make", "--no-print-directory", "-n", "models-fashion", f"FASHION_SRC={missing}", "VENV=" + str(tmp_path / "venv")],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.splitlines()  # fmt: skip
     assert plan[0].endswith(f"scripts/fashion_mnist_split.py --check --data {missing}")
     done = subprocess.run(
-        ["make", "-s", "fashion-data", f"FASHION_SRC={missing}", f"PYTHON={sys.executable}"],
+        ["make", "--no-print-directory", "-s", "fashion-data", f"FASHION_SRC={missing}", f"PYTHON={sys.executable}"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode != 0
