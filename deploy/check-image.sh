@@ -12,6 +12,8 @@
 #   MCDROP_CHECK_MIRROR   Debian mirror for the base (http://deb.debian.org/debian)
 #   MCDROP_CHECK_WHEELS   folder of wheels pip may use while building, e.g. a CPU torch wheel
 #                         (/opt/wheels when it exists)
+#   MCDROP_CHECK_TORCH_INDEX  the index torch comes from (the Dockerfile's default, torch's CPU
+#                         index; PyPI when the wheels folder supplies the CPU torch wheel)
 #   MCDROP_CHECK_TIMEOUT  seconds to wait for /health/ready (180)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +71,12 @@ fi
 # docker format: the OCI format has no HEALTHCHECK.
 build_opts=(--format docker --build-arg "BASE_IMAGE=$base" "${run_opts[@]}")
 if [[ -d "$wheels" ]]; then
-    build_opts+=(--volume "$wheels:/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels)
+    # The wheels folder holds the CPU torch wheel, so torch's own index (the Dockerfile's
+    # default, which may be unreachable here) is not needed: the extra index is PyPI's.
+    build_opts+=(--volume "$wheels:/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels
+        --build-arg "TORCH_INDEX_URL=${MCDROP_CHECK_TORCH_INDEX:-https://pypi.org/simple}")
+elif [[ -n "${MCDROP_CHECK_TORCH_INDEX:-}" ]]; then
+    build_opts+=(--build-arg "TORCH_INDEX_URL=$MCDROP_CHECK_TORCH_INDEX")
 fi
 # Behind a TLS-inspecting proxy pip needs the host's CA bundle.
 ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
