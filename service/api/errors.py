@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from service.api.json_types import not_a_number
 from service.api.schemas import ErrorResponse
 from service.errors import MCDropError, Overloaded
 
@@ -71,24 +72,11 @@ def _located(err: dict[str, Any]) -> dict[str, Any]:
     kind = str(err.get("type", ""))
     msg = str(err.get("msg", ""))
     if kind in _NUMBER_TYPES:
-        msg = "expected a finite number" + _not_a_number(err.get("input"))
+        msg = "expected a finite number" + not_a_number(err.get("input"))
     return {"loc": loc, "msg": msg, "type": kind}
 
 
 _NUMBER_TYPES = {"float_type", "float_parsing"}
-
-
-def _not_a_number(value: Any) -> str:
-    """What the value was instead, by JSON type only: the value itself is never echoed."""
-    if isinstance(value, bool):
-        return ", not true or false"
-    if isinstance(value, str):
-        return ', not a string (send 1.5, not "1.5")'
-    if value is None:
-        return ", not null"
-    if isinstance(value, (list, dict)):
-        return f", not {'a list' if isinstance(value, list) else 'an object'}"
-    return ""
 
 
 def _sent_json(request: Request) -> bool:

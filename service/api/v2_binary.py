@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from service.api.json_types import not_a_number
 from service.api.v2_schemas import INPUT_DTYPES, OUTPUT_DTYPES, InferInput
 
 HEADER = "inference-header-content-length"
@@ -88,25 +89,12 @@ def _json_data(data: list[Any], dtype: np.dtype[Any], count: int, where: str) ->
     for i, v in enumerate(flat):
         if type(v) is bool or not isinstance(v, (int, float)) or (integer and type(v) is float):
             kind = "an integer" if integer else "a finite number"
-            raise ProtocolError(f"{where}.data: value {i}: expected {kind}{_instead(v)}")
+            raise ProtocolError(f"{where}.data: value {i}: expected {kind}{not_a_number(v)}")
     if integer:
         info = np.iinfo(dtype)
         if flat and not (info.min <= min(flat) and max(flat) <= info.max):
             raise ProtocolError(f"{where}.data: values outside the range of its datatype")
     return np.asarray(flat, np.float64)
-
-
-def _instead(value: Any) -> str:
-    """What the value was, by JSON type only (never the value itself)."""
-    if isinstance(value, bool):
-        return ", not true or false"
-    if isinstance(value, str):
-        return ', not a string (send 1.5, not "1.5")'
-    if value is None:
-        return ", not null"
-    if isinstance(value, dict):
-        return ", not an object"
-    return ""
 
 
 def _flatten(data: list[Any]) -> list[Any]:
