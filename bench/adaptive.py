@@ -61,7 +61,7 @@ def datasets(models: Path, fashion_dir: str | None) -> list[tuple[str, np.ndarra
     out = []
     images = fashion_images(fashion_dir) if (models / "fashion-mnist").is_dir() else None
     if images is not None:
-        from service.data import read_idx_pair
+        from service.artifacts.data import read_idx_pair
 
         out.append(("fashion-mnist", read_idx_pair(images).x))
     else:
@@ -89,9 +89,15 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     seed = 1000 * rep + k
                     t0 = time.perf_counter()
                     a = await predict_adaptive(
-                        predictor, model, rows, seed=seed, threshold=None, metric=None,
-                        max_samples=t_max, confidence=args.confidence,
-                    )  # fmt: skip
+                        predictor,
+                        model,
+                        rows,
+                        seed=seed,
+                        threshold=None,
+                        metric=None,
+                        max_samples=t_max,
+                        confidence=args.confidence,
+                    )
                     t1 = time.perf_counter()
                     f = await predictor.predict(model, rows, PredictParams(t_max, seed))
                     t2 = time.perf_counter()
@@ -105,13 +111,15 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 t_fixed.append(tf)
             u = np.concatenate(used)
             row = {
-                "model": name, "rows": len(x), "max_samples": t_max,
+                "model": name,
+                "rows": len(x),
+                "max_samples": t_max,
                 "samples": float(u.mean() / t_max),
                 "settled_early": float(np.mean(u < t_max)),
                 "agree": float(np.concatenate(agree).mean()),
                 "floor": float(np.concatenate(floor).mean()),
                 "wall": float(np.median(t_auto) / np.median(t_fixed)),
-            }  # fmt: skip
+            }
             print(
                 f"{name:14s} T_max={t_max:5d}  samples {row['samples']:.3f} (<=0.25)  "
                 f"agree {row['agree']:.4f} (>=0.99, floor {row['floor']:.4f})  "

@@ -23,7 +23,7 @@ import numpy as np
 
 from service.api.app import create_app
 from service.config import Settings
-from service.model import load_model
+from service.serving.model import load_model
 from service.serving.predictor import PredictParams
 
 REPO = Path(__file__).resolve().parent.parent

@@ -41,12 +41,22 @@ Message = MutableMapping[str, Any]
 async def call(app: Any, method: str, path: str, body: bytes) -> int:
     """One request through the whole ASGI stack (middleware included); returns the status."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-    }  # fmt: skip
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
     sent = False
 
     async def receive() -> Message:
@@ -130,13 +140,17 @@ async def run(args: argparse.Namespace, model_dir: Path) -> None:
                 runs[name].append(await measure(request, args.concurrency, args.requests))
 
     med = {k: {m: statistics.median(r[m] for r in rs) for m in rs[0]} for k, rs in runs.items()}
-    print(f"{args.model}, concurrency {args.concurrency}, N=1, T=100, batcher on "
-          f"(medians of {args.repeats}), microseconds per request:")  # fmt: skip
+    print(
+        f"{args.model}, concurrency {args.concurrency}, N=1, T=100, batcher on "
+        f"(medians of {args.repeats}), microseconds per request:"
+    )
     print(f"{'':10}{'loop':>8}{'others':>8}{'wall':>8}")
     for name, m in med.items():
         print(f"{name:10}{m['loop_us']:8.0f}{m['others_us']:8.0f}{m['wall_us']:8.0f}")
-    print(f"predict / trivial: loop {med['predict']['loop_us'] / med['trivial']['loop_us']:.2f}, "
-          f"wall {med['predict']['wall_us'] / med['trivial']['wall_us']:.2f}")  # fmt: skip
+    print(
+        f"predict / trivial: loop {med['predict']['loop_us'] / med['trivial']['loop_us']:.2f}, "
+        f"wall {med['predict']['wall_us'] / med['trivial']['wall_us']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf import reference_mlp
 
 from service.engines.base import SampleJob, chunk_rows, plan_chunks
+from service.engines.nets import MCDropout
 from service.engines.torch_engine import TorchEngine, configure_threads, on_torch_thread
-from service.nets import MCDropout
 
 
 def main() -> None:

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.artifact import DropoutSpec, MLPArchitecture
+from service.artifacts.manifest import DropoutSpec, MLPArchitecture
 from service.engines.base import SampleJob
+from service.engines.nets import MCDropout, build_mlp
 from service.engines.torch_engine import TorchEngine, configure_threads, on_torch_thread
-from service.nets import MCDropout, build_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [(1, 100), (32, 50), (256, 30), (1, 1000)]
@@ -140,7 +140,13 @@ def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
 
 def part_d(quick: bool) -> list[dict[str, object]]:
     """onnxruntime engine / torch engine on the reference MLP (Q=64), same seeds and masks."""
-    from service.artifact import Manifest, Normalization, WeightsRef, save_weights, write_manifest
+    from service.artifacts.manifest import (
+        Manifest,
+        Normalization,
+        WeightsRef,
+        save_weights,
+        write_manifest,
+    )
     from service.engines.onnx_engine import load_onnx_engine
     from service.engines.onnx_export import export_onnx
 
@@ -200,7 +206,7 @@ _RSS_CHILD = """
 import sys, numpy as np
 from service.engines.torch_engine import configure_threads
 from service.engines.base import SampleJob
-from service.model import load_model
+from service.serving.model import load_model
 configure_threads(int(sys.argv[4]))
 m = load_model(sys.argv[1], device="cpu", max_activation_mb=float(sys.argv[2]))
 n = int(sys.argv[3]); t = 10_000_000 // n
@@ -220,7 +226,8 @@ print(before * 1024, after * 1024, out.nbytes, m.engine.max_rows)
 
 
 def part_e(budget_mb: float) -> dict[str, object]:
-    """Peak RSS growth of one T*N = 10^7-row request (N=1000, T=10,000), shipped regression model."""
+    """Peak RSS growth of one T*N = 10^7-row request (N=1000, T=10,000), shipped regression
+    model."""
     folder = ROOT / "models" / "diabetes"
     runs = []
     for _ in range(3):  # RSS varies between runs (allocator, page reclaim): median of three
@@ -266,7 +273,8 @@ def a_targets(rows: list[dict[str, object]]) -> list[dict[str, object]]:
         checks.append({"Q": r["Q"], "N": r["N"], "T": r["T"], "a_wall": value, "bound": bound})
         verdict = "met" if value <= bound else "NOT met"
         print(
-            f"  a  Q={r['Q']} (N,T)=({r['N']},{r['T']}) ours/chain {value:.3f} <= {bound}  {verdict}"
+            f"  a  Q={r['Q']} (N,T)=({r['N']},{r['T']}) "
+            f"ours/chain {value:.3f} <= {bound}  {verdict}"
         )
     return checks
 

@@ -93,10 +93,14 @@ def main() -> None:
                     before, c0 = scrape(port), server_cpu(proc.pid)
                     r = asyncio.run(
                         run_level(
-                            url, "POST", bodies[label], args.concurrency, args.seconds,
+                            url,
+                            "POST",
+                            bodies[label],
+                            args.concurrency,
+                            args.seconds,
                             args.max_requests,
                         )
-                    )  # fmt: skip
+                    )
                     after = scrape(port)
                     commits = delta(after, before, 'mcdrop_referral_commits_total{target="store"}')
                     rows = delta(after, before, 'mcdrop_referral_commit_rows_sum{target="store"}')

@@ -13,12 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.engines.torch_package import package_torch
-    from service.model import MCDropoutModel, Prediction, load_model
-    from service.packaging import import_onnx
+    from service.serving.model import MCDropoutModel, Prediction, load_model
+    from service.training.packaging import import_onnx
+    from service.training.torch_package import package_torch
 
 __all__ = ["MCDropoutModel", "Prediction", "import_onnx", "load_model", "package_torch"]
-_HOMES = {"package_torch": "service.engines.torch_package", "import_onnx": "service.packaging"}
+_HOMES = {
+    "package_torch": "service.training.torch_package",
+    "import_onnx": "service.training.packaging",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -26,5 +29,5 @@ def __getattr__(name: str) -> Any:
     if name in __all__:
         import importlib
 
-        return getattr(importlib.import_module(_HOMES.get(name, "service.model")), name)
+        return getattr(importlib.import_module(_HOMES.get(name, "service.serving.model")), name)
     raise AttributeError(name)

@@ -7,16 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from service import adaptive
+from service.maths import sequential
 from service.serving.adaptive import AdaptiveRun
 
 
 def test_schedule_doubles_up_to_the_cap() -> None:
-    assert adaptive.schedule(100) == [16, 32, 64, 100]
-    assert adaptive.schedule(100, first=8) == [8, 16, 32, 64, 100]
-    assert adaptive.schedule(16) == [16]
-    assert adaptive.schedule(5) == [5]
-    assert adaptive.look_alpha(0.99, 4) == pytest.approx(0.0025)
+    assert sequential.schedule(100) == [16, 32, 64, 100]
+    assert sequential.schedule(100, first=8) == [8, 16, 32, 64, 100]
+    assert sequential.schedule(16) == [16]
+    assert sequential.schedule(5) == [5]
+    assert sequential.look_alpha(0.99, 4) == pytest.approx(0.0025)
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -58,7 +58,7 @@ def _wrong_early_rate(metric: str, confidence: float, seed: int) -> tuple[float,
         128,
         thr,
         confidence,
-        lambda s, alpha: adaptive.classification_interval(s, metric, alpha),
+        lambda s, alpha: sequential.classification_interval(s, metric, alpha),
     )
     while (plan := run.next_round()) is not None:
         pick = rng.random((plan.count, plan.rows.size)) < q[plan.rows]
@@ -66,7 +66,7 @@ def _wrong_early_rate(metric: str, confidence: float, seed: int) -> tuple[float,
     early = run.settled
     decided_abstain = np.zeros(n, bool)
     for t, rows in run.groups():
-        iv = adaptive.classification_interval(run.buffer[:t, rows], metric, run.alpha)
+        iv = sequential.classification_interval(run.buffer[:t, rows], metric, run.alpha)
         decided_abstain[rows] = iv.lower > thr
     wrong = early & (decided_abstain != (true_value > thr))
     return float(wrong.mean()), n, float(early.mean())
@@ -92,7 +92,7 @@ def test_the_simulation_detects_an_overconfident_rule() -> None:
 def test_regression_interval_matches_chi_square_bounds() -> None:
     rng = np.random.default_rng(0)
     s = rng.normal(size=(20, 1, 1))
-    iv = adaptive.regression_interval(s, tau=4.0, metric="variance", alpha=0.05)
+    iv = sequential.regression_interval(s, tau=4.0, metric="variance", alpha=0.05)
     s2 = float(np.var(s, ddof=1))
     from scipy import stats
 
@@ -109,5 +109,5 @@ def test_delta_method_se_matches_the_spread_over_repeats() -> None:
     a, b = np.array([0.7, 0.2, 0.1]), np.array([0.2, 0.6, 0.2])
     pick = rng.random((400, 64)) < 0.3
     probs = np.where(pick[..., None], a, b).transpose(1, 0, 2)  # (T=64, N=400, K=3)
-    iv = adaptive.classification_interval(probs, "predictive_entropy", 0.05)
+    iv = sequential.classification_interval(probs, "predictive_entropy", 0.05)
     assert float(np.mean(iv.se)) == pytest.approx(float(np.std(iv.value, ddof=1)), rel=0.2)

@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from service import load_model
-from service.artifact import read_manifest, sha256_file
+from service.artifacts.manifest import read_manifest, sha256_file
 from service.errors import ArtifactError
 
 

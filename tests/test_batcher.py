@@ -12,8 +12,8 @@ import pytest
 from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
-from service.model import MCDropoutModel, load_model
 from service.serving.batcher import BatchingRunner
+from service.serving.model import MCDropoutModel, load_model
 from service.serving.runner import DirectRunner
 
 

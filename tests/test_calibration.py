@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from service import calibration
+from service.maths import calibration
 
 ALPHA, DELTA = 0.05, 0.10
 T_STAR = 0.5  # R(t) = 0.1 t <= ALPHA  <=>  t <= 0.5

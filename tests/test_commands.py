@@ -1,4 +1,5 @@
-"""`mcdrop calibrate`, `mcdrop evaluate` and `mcdrop serve` settings errors, on the tiny fixture models."""
+"""`mcdrop calibrate`, `mcdrop evaluate` and `mcdrop serve` settings errors, on the tiny fixture
+models."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.artifact import read_manifest
+from service.artifacts.manifest import read_manifest
 from service.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,8 +53,10 @@ def test_evaluate_classifier_writes_json_and_pngs(
         rates = [r["referral_rate"] for r in next(iter(figures["referral"].values()))]
         assert rates == [0.0, 0.05, 0.10, 0.20, 0.30]
     assert set(report["mc_dropout"]["aurc"]) == {
-        "predictive_entropy", "mutual_information", "variation_ratio",
-    }  # fmt: skip
+        "predictive_entropy",
+        "mutual_information",
+        "variation_ratio",
+    }
     assert set(report["standard_dropout"]["aurc"]) == {"predictive_entropy", "least_confidence"}
     for name in report["plots"]:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
@@ -63,8 +66,21 @@ def test_evaluate_classifier_writes_json_and_pngs(
 def test_evaluate_regression_reports_rmse_and_ll(tiny_regression_dir: Path, tmp_path: Path) -> None:
     data = _regression_data(tmp_path / "test.npz", 100, 6)
     out = tmp_path / "report"
-    assert main(["evaluate", str(tiny_regression_dir), "--data", str(data), "--out", str(out),
-                 "--samples", "10"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tiny_regression_dir),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--samples",
+                "10",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert {"rmse", "log_likelihood"} <= set(report["mc_dropout"])
     assert set(report["mc_dropout"]["aurc"]) == {"std", "variance", "epistemic_std"}
@@ -73,8 +89,18 @@ def test_evaluate_regression_reports_rmse_and_ll(tiny_regression_dir: Path, tmp_
 
 def test_calibrate_referral_writes_the_manifest(clf_copy: Path, tmp_path: Path) -> None:
     data = _classifier_data(tmp_path / "held.npz", 400, 7)
-    argv = ["calibrate", str(clf_copy), "--data", str(data), "--max-referral-rate", "0.2",
-            "--metric", "mutual_information", "--samples", "10"]  # fmt: skip
+    argv = [
+        "calibrate",
+        str(clf_copy),
+        "--data",
+        str(data),
+        "--max-referral-rate",
+        "0.2",
+        "--metric",
+        "mutual_information",
+        "--samples",
+        "10",
+    ]
     assert main(argv) == 0
     m = read_manifest(clf_copy)
     cal = m.calibration
@@ -88,14 +114,24 @@ def test_calibrate_referral_writes_the_manifest(clf_copy: Path, tmp_path: Path) 
 
 def test_calibrate_error_target_compares_metrics(clf_copy: Path, tmp_path: Path) -> None:
     data = _classifier_data(tmp_path / "held.npz", 1000, 8)
-    argv = ["calibrate", str(clf_copy), "--data", str(data), "--target-error", "0.3",
-            "--samples", "10"]  # fmt: skip
+    argv = [
+        "calibrate",
+        str(clf_copy),
+        "--data",
+        str(data),
+        "--target-error",
+        "0.3",
+        "--samples",
+        "10",
+    ]
     assert main(argv) == 0
     cal = read_manifest(clf_copy).calibration
     assert cal is not None
     assert set(cal["aurc_on_selection"]) == {
-        "predictive_entropy", "mutual_information", "variation_ratio",
-    }  # fmt: skip
+        "predictive_entropy",
+        "mutual_information",
+        "variation_ratio",
+    }
     assert cal["metric"] == min(cal["aurc_on_selection"], key=cal["aurc_on_selection"].get)
     assert cal["n_select"] + cal["n_test"] == 1000
     assert cal["retained_error_upper_bound"] <= 0.3
@@ -115,8 +151,17 @@ def test_unmeetable_target_is_refused_and_nothing_written(
 def test_dry_run_leaves_the_manifest_alone(clf_copy: Path, tmp_path: Path) -> None:
     data = _classifier_data(tmp_path / "held.npz", 300, 10)
     before = (clf_copy / "model.json").read_bytes()
-    argv = ["calibrate", str(clf_copy), "--data", str(data), "--max-referral-rate", "0.3",
-            "--dry-run", "--samples", "10"]  # fmt: skip
+    argv = [
+        "calibrate",
+        str(clf_copy),
+        "--data",
+        str(data),
+        "--max-referral-rate",
+        "0.3",
+        "--dry-run",
+        "--samples",
+        "10",
+    ]
     assert main(argv) == 0
     assert (clf_copy / "model.json").read_bytes() == before
 
@@ -139,8 +184,18 @@ def test_unknown_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
 def test_calibrate_rmse_target(tiny_regression_dir: Path, tmp_path: Path) -> None:
     reg = Path(shutil.copytree(tiny_regression_dir, tmp_path / "reg"))
     data = _regression_data(tmp_path / "held.npz", 1500, 12)
-    argv = ["calibrate", str(reg), "--data", str(data), "--target-rmse", "3.5", "--metric", "std",
-            "--samples", "10"]  # fmt: skip
+    argv = [
+        "calibrate",
+        str(reg),
+        "--data",
+        str(data),
+        "--target-rmse",
+        "3.5",
+        "--metric",
+        "std",
+        "--samples",
+        "10",
+    ]
     assert main(argv) == 0
     cal = read_manifest(reg).calibration
     assert cal is not None and cal["target_rmse"] == 3.5
@@ -189,8 +244,18 @@ def test_calibrate_rmse_target_not_met_speaks_in_rmse(
 ) -> None:
     reg = Path(shutil.copytree(tiny_regression_dir, tmp_path / "reg"))
     data = _regression_data(tmp_path / "held.npz", 200, 13)
-    argv = ["calibrate", str(reg), "--data", str(data), "--target-rmse", "0.01", "--metric", "std",
-            "--samples", "10"]  # fmt: skip
+    argv = [
+        "calibrate",
+        str(reg),
+        "--data",
+        str(data),
+        "--target-rmse",
+        "0.01",
+        "--metric",
+        "std",
+        "--samples",
+        "10",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "retained RMSE <= 0.01" in err  # the user's units, not the rescaled squared error

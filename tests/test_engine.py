@@ -131,16 +131,23 @@ def test_model_with_inactive_dropout_is_refused(tmp_path: Path) -> None:
 
 
 def test_convnet_samples_have_the_right_shape(tmp_path: Path) -> None:
-    from service.data import Dataset
-    from service.training import TrainConfig, train
+    from service.artifacts.data import Dataset
+    from service.training.train import TrainConfig, train
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(40, 1, 8, 8)).astype(np.float64)
     y = (x[:, 0, :4].mean(axis=(1, 2)) > 127).astype(np.float64)
     cfg = TrainConfig(
-        task="classification", name="conv", arch="convnet", conv_channels=[4], hidden=8,
-        layers=2, epochs=1, input_scale=1 / 255, val_fraction=0.25,
-    )  # fmt: skip
+        task="classification",
+        name="conv",
+        arch="convnet",
+        conv_channels=[4],
+        hidden=8,
+        layers=2,
+        epochs=1,
+        input_scale=1 / 255,
+        val_fraction=0.25,
+    )
     train(Dataset(x, y), cfg, tmp_path / "conv", progress=False)
     model = load_model(tmp_path / "conv", device="cpu")
     nested = model.predict(x[:3], samples=10, seed=0)

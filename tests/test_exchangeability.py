@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from service.artifact import read_manifest
-from service.exchangeability import (
+from service.artifacts.manifest import read_manifest
+from service.artifacts.reference import load_reference
+from service.maths.exchangeability import (
     ChangePointMixture,
     ExchangeabilityTest,
     RankCounter,
     clopper_pearson,
 )
-from service.reference import load_reference
 
 FASHION = Path("models/fashion-mnist")
 
@@ -44,8 +44,10 @@ def test_binned_pvalues_are_uniform_when_live_scores_are_exchangeable() -> None:
     # More distinct reference values than bins, so the quantile binning is exercised.
     rng = np.random.default_rng(1)
     counter = RankCounter(rng.normal(size=5000), max_bins=64)
-    p = [counter.pvalue_then_add(float(s), float(t))
-         for s, t in zip(rng.normal(size=20_000), rng.random(20_000), strict=True)]  # fmt: skip
+    p = [
+        counter.pvalue_then_add(float(s), float(t))
+        for s, t in zip(rng.normal(size=20_000), rng.random(20_000), strict=True)
+    ]
     # Exactly uniform under the null: a KS test at the 0.001 level fails only on a real defect.
     assert stats.kstest(p, "uniform").pvalue > 1e-3
 
@@ -128,8 +130,9 @@ def test_no_false_alarms_on_heldout_fashion_mnist_in_shuffled_order() -> None:
     alarms = 0
     for seed in range(streams):
         scores = np.random.default_rng(seed).permutation(ref.scores)
-        test = ExchangeabilityTest(scores[length:], ref.threshold, ref.referral_rate, alpha,
-                                   seed=seed)  # fmt: skip
+        test = ExchangeabilityTest(
+            scores[length:], ref.threshold, ref.referral_rate, alpha, seed=seed
+        )
         for s in scores[:length].tolist():
             test.observe(s)
         alarms += test.shifted

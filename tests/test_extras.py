@@ -1,4 +1,5 @@
-"""The serving install (no extras) must not need the training extras: a container installs only it."""
+"""The serving install (no extras) must not need the training extras: a container installs only
+it."""
 
 from __future__ import annotations
 

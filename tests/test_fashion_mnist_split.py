@@ -1,4 +1,5 @@
-"""scripts/fashion_mnist_split.py: missing data gets a message saying where to get it, not a traceback."""
+"""scripts/fashion_mnist_split.py: missing data gets a message saying where to get it, not a
+traceback."""
 
 from __future__ import annotations
 
@@ -99,13 +100,32 @@ def test_the_split_is_written_when_the_files_are_there(
 def test_make_models_fashion_checks_the_data_before_installing_anything(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     plan = subprocess.run(
-        ["make", "--no-print-directory", "-n", "models-fashion", f"FASHION_SRC={missing}", "VENV=" + str(tmp_path / "venv")],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.splitlines()  # fmt: skip
+        [
+            "make",
+            "--no-print-directory",
+            "-n",
+            "models-fashion",
+            f"FASHION_SRC={missing}",
+            "VENV=" + str(tmp_path / "venv"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert plan[0].endswith(f"scripts/fashion_mnist_split.py --check --data {missing}")
     done = subprocess.run(
-        ["make", "--no-print-directory", "-s", "fashion-data", f"FASHION_SRC={missing}", f"PYTHON={sys.executable}"],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            "make",
+            "--no-print-directory",
+            "-s",
+            "fashion-data",
+            f"FASHION_SRC={missing}",
+            f"PYTHON={sys.executable}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode != 0
     _says_where_to_get_it(done.stderr)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from service.artifact import DropoutSpec, MLPArchitecture
+from service.artifacts.manifest import DropoutSpec, MLPArchitecture
 from service.engines import masks
 from service.engines.base import SampleJob, Segment, chunk_rows, plan_chunks, replication_index
+from service.engines.nets import build_mlp
 from service.engines.torch_engine import TorchEngine
-from service.nets import build_mlp
 
 
 def _engine(

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from service import uncertainty
-from service.selective import aurc, retained_risk, risk_coverage
+from service.maths import uncertainty
+from service.maths.selective import aurc, retained_risk, risk_coverage
 
 
 def test_ece_with_one_row_per_bin() -> None:

@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 import pytest
 
-from service.artifact import read_manifest
+from service.artifacts.manifest import read_manifest
 from service.cli import main
 from service.engines import onnx_export
 from service.engines.base import SampleJob
 from service.engines.onnx_engine import OnnxEngine
 from service.errors import ArtifactError
-from service.model import load_model
+from service.serving.model import load_model
 
 
 @pytest.fixture

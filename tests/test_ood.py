@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.ood import aupr, auroc, referral_rate
-from service.shift import noise_images, shifted, upscaled_digits
+from service.maths.ood import aupr, auroc, referral_rate
+from service.maths.shift import noise_images, shifted, upscaled_digits
 
 
 def test_auroc_is_the_share_of_ood_in_pairs_ranked_above() -> None:

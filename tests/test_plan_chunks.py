@@ -23,8 +23,10 @@ def test_a_job_wider_than_the_budget_runs_one_sample_per_chunk() -> None:
     chunks = plan_chunks(jobs, 1783)
     assert _covered(chunks, jobs) == {0: [0, 1, 2], 1: [0, 1, 2, 3]}
     assert [[(s.job, s.t0, s.t1) for s in c] for c in chunks[:3]] == [
-        [(0, 0, 1)], [(0, 1, 2)], [(0, 2, 3)],
-    ]  # fmt: skip
+        [(0, 0, 1)],
+        [(0, 1, 2)],
+        [(0, 2, 3)],
+    ]
 
 
 def test_chunks_respect_the_budget_when_samples_fit() -> None:

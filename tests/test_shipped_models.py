@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.artifact import read_manifest
+from service.artifacts.manifest import read_manifest
 from service.errors import InvalidInput
-from service.model import load_model
+from service.serving.model import load_model
 
 from .conftest import MODELS
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from service import uncertainty
-from service.stacked_training import (
+from service.maths import uncertainty
+from service.training.stacked import (
     LaneSource,
     StackData,
     StackedMLP,

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from service import load_model, uncertainty
-from service.artifact import read_manifest
+from service import load_model
+from service.artifacts.data import Dataset, read_csv
+from service.artifacts.manifest import read_manifest
 from service.cli import main
-from service.data import Dataset, read_csv
-from service.training import TrainConfig, train, validation_split
+from service.maths import uncertainty
+from service.training.train import TrainConfig, train, validation_split
 
 
 def _linear_data(n: int, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,16 +35,24 @@ def test_known_noise_gives_calibrated_predictive_variance(tmp_path: Path) -> Non
     x, y = _linear_data(1200, sigma, 0)
     xt, yt = _linear_data(400, sigma, 1)
     cfg = TrainConfig(
-        task="regression", name="lin", hidden=32, layers=1, dropout=0.05, input_dropout=0.0, epochs=40,
-        batch_size=32, tau=1 / sigma**2, val_fraction=0.0,
-    )  # fmt: skip
+        task="regression",
+        name="lin",
+        hidden=32,
+        layers=1,
+        dropout=0.05,
+        input_dropout=0.0,
+        epochs=40,
+        batch_size=32,
+        tau=1 / sigma**2,
+        val_fraction=0.0,
+    )
     train(Dataset(x, y), cfg, tmp_path / "lin", progress=False)
     model = load_model(tmp_path / "lin", device="cpu")
     p = model.predict(xt, samples=500, seed=0, return_samples=True)
     assert p.raw_samples is not None and model.manifest.tau is not None
     mean_var = float(p.variance.mean())
     assert sigma**2 <= mean_var < 3 * sigma**2
-    from service import uncertainty
+    from service.maths import uncertainty
 
     ll = uncertainty.mc_log_likelihood(p.raw_samples, yt, model.manifest.tau)
     const_ll = float(
@@ -102,10 +111,23 @@ def test_cli_train_on_csv_with_string_labels(tmp_path: Path) -> None:
     ds = read_csv(csv, "kind")
     assert ds.class_labels == ["cat", "dog"] and ds.feature_names == ["f1", "f2"]
     out = tmp_path / "pets"
-    code = main([
-        "train", str(csv), "--task", "classification", "--target", "kind", "--out", str(out),
-        "--epochs", "2", "--hidden", "8", "--quiet",
-    ])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(csv),
+            "--task",
+            "classification",
+            "--target",
+            "kind",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--hidden",
+            "8",
+            "--quiet",
+        ]
+    )
     assert code == 0
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["class_labels"] == ["cat", "dog"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service import uncertainty
+from service.maths import uncertainty
 
 
 def test_regression_moments_match_the_paper_formula() -> None:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from service.artifact import read_manifest
-from service.data import Dataset
-from service.exchangeability import ExchangeabilityTest
-from service.heldout import score_mc
-from service.model import load_model
-from service.reference import ReferenceScores, load_reference
-from service.shift import noise_images, upscaled_digits
+from service.artifacts.data import Dataset
+from service.artifacts.manifest import read_manifest
+from service.artifacts.reference import ReferenceScores, load_reference
+from service.evaluation.heldout import score_mc
+from service.maths.exchangeability import ExchangeabilityTest
+from service.maths.shift import noise_images, upscaled_digits
+from service.serving.model import load_model
 
 FASHION = Path("models/fashion-mnist")
 N_OOD = 60
@@ -72,8 +72,10 @@ def test_ood_traffic_is_detected_within_a_bounded_number_of_rows(
 ) -> None:
     pure = [rows_to_alarm(reference, ood_scores[name], 1.0, s) for s in range(STREAMS)]
     mixed = [rows_to_alarm(reference, ood_scores[name], 0.3, s) for s in range(STREAMS)]
-    print(f"{name}: median rows to alarm {np.median(pure):g} (all OOD), "
-          f"{np.median(mixed):g} (30% OOD)")  # fmt: skip
+    print(
+        f"{name}: median rows to alarm {np.median(pure):g} (all OOD), "
+        f"{np.median(mixed):g} (30% OOD)"
+    )
     assert max(pure) <= MAX_ROWS and max(mixed) <= MAX_ROWS  # every stream alarms
     # All OOD: when every p-value is near 0, the strongest bet (k = 1) nearly doubles per row:
     # from the first start (weight 1/2, a quarter of the capital) M >= 2^t / 8 reaches 100 at

@@ -8,7 +8,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.model import Prediction
+from service.serving.model import Prediction
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

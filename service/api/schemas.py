@@ -22,7 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from service.api.watch_schemas import CalibrationWatchPublic
-from service.model import MAX_SEED
+from service.serving.model import MAX_SEED
 
 FLAT_ROW_MESSAGE = "must be a list of rows; wrap a single row as [[...]]"
 

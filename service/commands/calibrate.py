@@ -1,6 +1,6 @@
 """`mcdrop calibrate`: set a model's abstain threshold from labelled held-out data.
 
-See service/calibration.py for the method and why the guarantee holds. The manifest is only
+See service/maths/calibration.py for the method and why the guarantee holds. The manifest is only
 rewritten (atomically) when a threshold meets the target; otherwise nothing is written.
 """
 
@@ -22,10 +22,11 @@ def register(sub: Any) -> None:
     p.add_argument("model", help="model folder, or the name of one under models/")
     p.add_argument("--data", help="labelled held-out data: .csv, .npz or idx")
     p.add_argument(
-        "--from-referrals", action="store_true",
+        "--from-referrals",
+        action="store_true",
         help="add the referrals people resolved (MCDROP_DATABASE_URL's store) to the held-out "
         "set, and report the model's accuracy on them",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--database-url", help="referral store (default: MCDROP_DATABASE_URL or its default)"
     )
@@ -35,18 +36,20 @@ def register(sub: Any) -> None:
     goal.add_argument("--target-error", type=float, help="classification: retained error <= e")
     goal.add_argument("--target-rmse", type=float, help="regression: retained RMSE <= v")
     goal.add_argument(
-        "--reference-only", action="store_true",
+        "--reference-only",
+        action="store_true",
         help="keep the threshold; only store the held-out scores the calibration watch needs "
         "(for a model calibrated before the watch existed)",
-    )  # fmt: skip
+    )
     p.add_argument("--delta", type=float, default=0.05, help="1 - confidence of the guarantee")
     p.add_argument(
         "--metric", help="uncertainty measure (default: compare all, keep the lowest AURC)"
     )
     p.add_argument(
-        "--error-bound", type=float,
+        "--error-bound",
+        type=float,
         help="regression: |error| assumed <= this (default 4 x the training target std)",
-    )  # fmt: skip
+    )
     p.add_argument("--samples", type=int, help="MC passes T (default: the manifest's)")
     p.add_argument("--seed", type=int, default=0, help="MC seed and selection/test split seed")
     p.add_argument("--dry-run", action="store_true", help="report, but leave the manifest alone")
@@ -56,10 +59,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from service import calibration
-    from service.artifact import write_manifest
-    from service.data import read_dataset
-    from service.heldout import (
+    from service.artifacts.data import read_dataset
+    from service.artifacts.manifest import write_manifest
+    from service.artifacts.reference import save_reference
+    from service.evaluation.heldout import (
         array_sha256,
         concat_datasets,
         data_fingerprint,
@@ -68,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         resolve_model_dir,
         score_mc,
     )
-    from service.model import load_model, metrics_for
-    from service.reference import save_reference
-    from service.selective import aurc
+    from service.maths import calibration
+    from service.maths.selective import aurc
+    from service.serving.model import load_model, metrics_for
 
     folder = resolve_model_dir(args.model)
     model = load_model(folder, device="cpu")
@@ -142,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("--target-rmse must be below --error-bound")
             goal = f"retained RMSE <= {args.target_rmse:g} (errors clipped at {bound:.4g})"
             op = calibration.calibrate_risk(u, loss01, alpha, args.delta, False, (sel, test), goal)
-            method = "learn-then-test, fixed-sequence, Hoeffding-Bentkus p-values on clipped squared error"
+            method = (
+                "learn-then-test, fixed-sequence, "
+                "Hoeffding-Bentkus p-values on clipped squared error"
+            )
             risk, risk_bound = (
                 float(np.sqrt(op.risk * scale)),
                 float(np.sqrt(op.risk_upper_bound * scale)),
@@ -184,17 +190,24 @@ def run(args: argparse.Namespace) -> int:
     # its referral rate is over every held-out row, the same rows the watch ranks against.
     finite = u[np.isfinite(u)]
     manifest.reference = save_reference(
-        folder, u, metric, op.threshold, samples,
+        folder,
+        u,
+        metric,
+        op.threshold,
+        samples,
         referral_rate=float(np.mean(finite > op.threshold)) if len(finite) else 0.0,
         calibrated_at=record["date"],
-    )  # fmt: skip
+    )
     manifest.uncertainty_metric = metric
     manifest.threshold = op.threshold
     manifest.calibration = record
     manifest.training["threshold_source"] = "mcdrop calibrate: see calibration"
     write_manifest(folder, manifest)
-    print(f"wrote {folder}/model.json: {metric} > {op.threshold:.6g} abstains, and "
-          f"{len(finite)} reference scores", file=sys.stderr)  # fmt: skip
+    print(
+        f"wrote {folder}/model.json: {metric} > {op.threshold:.6g} abstains, and "
+        f"{len(finite)} reference scores",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -204,8 +217,8 @@ def _reference_only(
     """Store the held-out scores of the manifest's metric; the threshold stays as it is."""
     import numpy as np
 
-    from service.artifact import write_manifest
-    from service.reference import save_reference
+    from service.artifacts.manifest import write_manifest
+    from service.artifacts.reference import save_reference
 
     m = model.manifest
     if m.calibration is None:
@@ -213,8 +226,10 @@ def _reference_only(
     u = uncertainty[m.uncertainty_metric]
     finite = u[np.isfinite(u)]
     rate = float(np.mean(finite > m.threshold)) if len(finite) else 0.0
-    print(f"{len(finite)} reference scores of {m.uncertainty_metric}; {rate:.4f} of them are "
-          f"over the threshold {m.threshold:.6g}")  # fmt: skip
+    print(
+        f"{len(finite)} reference scores of {m.uncertainty_metric}; {rate:.4f} of them are "
+        f"over the threshold {m.threshold:.6g}"
+    )
     if dry_run:
         print("dry run: nothing written", file=sys.stderr)
         return 0

@@ -25,18 +25,23 @@ def register(sub: Any) -> None:
     p.add_argument("--samples", type=int, help="MC passes T (default: the manifest's)")
     p.add_argument("--seed", type=int, default=0, help="MC seed (and the subsample's)")
     p.add_argument(
-        "--ood", action="append", metavar="DATA",
+        "--ood",
+        action="append",
+        metavar="DATA",
         help="out-of-distribution set (repeatable): AUROC/AUPR of each uncertainty measure "
         "against --data, and its referral rate at the calibrated threshold",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--shift", choices=("rotate", "noise"),
+        "--shift",
+        choices=("rotate", "noise"),
         help="shift --data's images at increasing intensity: MC beside standard dropout",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--intensities", type=float, nargs="+",
+        "--intensities",
+        type=float,
+        nargs="+",
         help="shift intensities (rotate: degrees; noise: std / pixel range)",
-    )  # fmt: skip
+    )
     p.add_argument("--limit", type=int, help="use a seeded random subset of this many rows")
     p.set_defaults(func=run)
 
@@ -44,10 +49,15 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from service import evaluation, plots
-    from service.data import read_dataset
-    from service.heldout import data_fingerprint, resolve_model_dir, score_mc, score_standard
-    from service.model import load_model
+    from service.artifacts.data import read_dataset
+    from service.evaluation import plots, summary
+    from service.evaluation.heldout import (
+        data_fingerprint,
+        resolve_model_dir,
+        score_mc,
+        score_standard,
+    )
+    from service.serving.model import load_model
 
     folder = resolve_model_dir(args.model)
     model = load_model(folder, device="cpu")
@@ -71,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     y = np.asarray(ds.y, np.float64)
     y = y.reshape(-1) if model.task == "classification" else y.reshape(len(y), -1)
 
-    mc_report = evaluation.method_report(mc, y, m.tau)
-    std_report = evaluation.method_report(std, y, m.tau)
+    mc_report = summary.method_report(mc, y, m.tau)
+    std_report = summary.method_report(std, y, m.tau)
     std_metric = "predictive_entropy" if model.task == "classification" else "constant"
     report: dict[str, Any] = {
         "model": m.name,
@@ -94,11 +104,15 @@ def run(args: argparse.Namespace) -> int:
             "metric": m.uncertainty_metric,
             "calibrated": m.calibration is not None,
             "calibration": m.calibration,
-            **evaluation.operating_point(mc, m.uncertainty_metric, m.threshold),
+            **summary.operating_point(mc, m.uncertainty_metric, m.threshold),
         },
-        "plots": ["risk_coverage.png", "reliability.png", "uncertainty_mc.png",
-                  "uncertainty_standard.png"],
-    }  # fmt: skip
+        "plots": [
+            "risk_coverage.png",
+            "reliability.png",
+            "uncertainty_mc.png",
+            "uncertainty_standard.png",
+        ],
+    }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plots.risk_coverage_plot([mc, std], out / "risk_coverage.png")
     plots.reliability_plot([mc, std], y, out / "reliability.png", m.tau)
@@ -119,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     for name, rep in (("MC", mc_report), ("standard", std_report)):
         print("  " + name + ": " + ", ".join(f"{k} {v:.5f}" for k, v in rep["aurc"].items()))
     print()
-    print(evaluation.markdown_table(mc_report, std_report, m.uncertainty_metric, std_metric))
+    print(summary.markdown_table(mc_report, std_report, m.uncertainty_metric, std_metric))
     op = {k: v for k, v in report["operating_point"].items() if k != "calibration"}
     print(f"\noperating point ({m.uncertainty_metric} > {m.threshold:.6g}): {json.dumps(op)}")
     print(f"wrote {out}/report.json and {len(report['plots'])} PNGs", file=sys.stderr)

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from service.artifact import GraphArchitecture, Manifest, load_weights, sha256_file
+from service.artifacts.manifest import GraphArchitecture, Manifest, load_weights, sha256_file
 from service.engines.graph_import import WEIGHT_MARK
 from service.engines.graph_sites import MAX_GRAPH_BYTES
 from service.engines.onnx_engine import OnnxEngine, OnnxSite, first_line, session_options

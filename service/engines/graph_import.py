@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.artifact import GraphSite, sha256_file
+from service.artifacts.manifest import GraphSite, sha256_file
 from service.engines.graph_probe import Probe, probe, prune_initializers, site_shapes
 from service.engines.graph_sites import (
     HOW_TO_KEEP_DROPOUT,

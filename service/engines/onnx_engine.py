@@ -3,7 +3,8 @@
 The graph takes the masks as inputs (see onnx_export.py), so the engine honours per-request
 seeds exactly as the torch engine does: every mask is the same pure function of (seed, site,
 request row, sample, element), so a batched or chunked job equals the lone one and, to float
-rounding, the torch engine's samples for the same seed. No torch import here; onnxruntime's graph optimisations stay on
+rounding, the torch engine's samples for the same seed. No torch import here; onnxruntime's graph
+optimisations stay on
 (there is no Dropout node for EliminateDropout to remove).
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from service.artifact import Manifest
+from service.artifacts.manifest import Manifest
 from service.engines import masks
 from service.engines.base import SampleJob, Segment, chunk_rows, plan_chunks
 from service.errors import ArtifactError

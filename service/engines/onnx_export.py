@@ -26,10 +26,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from service.artifact import Manifest, read_manifest
+from service.artifacts.manifest import Manifest, read_manifest
 from service.engines.base import SampleJob
+from service.engines.nets import MCDropout
 from service.engines.torch_engine import TorchEngine, build_from_manifest
-from service.nets import MCDropout
 
 ONNX_NAME = "model.onnx"
 OPSET = 17

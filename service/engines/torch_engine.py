@@ -2,7 +2,8 @@
 
 Inputs are replicated T times (rows ordered sample-major) and every (sample, row) gets its own
 mask, a pure function of (seed, site, row, sample, element) defined in `masks` (numpy, on the
-CPU) and computed bit for bit the same by `torch_masks` on an accelerator. Costs are kept close to the bare matrix products:
+CPU) and computed bit for bit the same by `torch_masks` on an accelerator. Costs are kept close to
+the bare matrix products:
 - the layers before the first dropout site run once per row, then broadcast over T;
 - Bernoulli masks are 16-bit random lanes compared with an integer threshold;
 - 1/keep is folded into the next weight layer, so a mask only zeroes dropped units; on the CPU
@@ -31,7 +32,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from service.artifact import GraphArchitecture, Manifest, load_weights
+from service.artifacts.manifest import GraphArchitecture, Manifest, load_weights
 from service.engines import masks, torch_masks
 from service.engines.base import (
     SampleJob,
@@ -40,8 +41,8 @@ from service.engines.base import (
     plan_chunks,
     replication_index,
 )
+from service.engines.nets import MCDropout, build_net, expected_shapes
 from service.errors import ArtifactError
-from service.nets import MCDropout, build_net, expected_shapes
 
 _CACHE_CHUNK_BYTES = 4 * 2**20
 _R = TypeVar("_R")

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.model import MCDropoutModel, Prediction
 from service.referrals.database import redacted
 from service.referrals.metrics import ReferralMetrics
 from service.referrals.records import new_referral_id, referral_rows
 from service.referrals.spool import Spool
 from service.referrals.store import ReferralStore
 from service.referrals.webhook import WebhookSender
+from service.serving.model import MCDropoutModel, Prediction
 
 log = logging.getLogger("mcdrop.referrals")
 
@@ -214,8 +214,9 @@ class ReferralRecorder:
         try:
             await loop.run_in_executor(self._disk, self.spool.append, rows)
         except OSError as e:
-            log.error("referral spool %s failed (%s); %d referral(s) lost",
-                      self.spool.path, e, len(rows))  # fmt: skip
+            log.error(
+                "referral spool %s failed (%s); %d referral(s) lost", self.spool.path, e, len(rows)
+            )
             return False
         self.metrics.spooled.inc(len(rows))
         self.metrics.spool_pending.inc(len(rows))
@@ -231,9 +232,14 @@ class ReferralRecorder:
         try:
             self.store = await loop.run_in_executor(self._db, _open_warm, self.database_url)
         except Exception as e:
-            log.error("referral store %s is unavailable (%s: %s); referrals go to the spool %s "
-                      "until it is back", redacted(self.database_url), type(e).__name__, e,
-                      self.spool.path)  # fmt: skip
+            log.error(
+                "referral store %s is unavailable (%s: %s); referrals go to the spool %s "
+                "until it is back",
+                redacted(self.database_url),
+                type(e).__name__,
+                e,
+                self.spool.path,
+            )
             return False
         log.info("referral store: %s", redacted(self.database_url))
         return True

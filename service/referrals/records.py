@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from service.model import MCDropoutModel, Prediction
+from service.serving.model import MCDropoutModel, Prediction
 
 # Per-row arrays of a Prediction that are not part of the stored breakdown.
 _NOT_BREAKDOWN = {"raw_samples"}
@@ -59,15 +59,26 @@ def referral_rows(
             continue
         rows.append(
             {
-                "id": rid, "request_id": request_id, "row_index": i, "model": name,
-                "model_version": m.version, "task": m.task, "created_at": now, "status": PENDING,
+                "id": rid,
+                "request_id": request_id,
+                "row_index": i,
+                "model": name,
+                "model_version": m.version,
+                "task": m.task,
+                "created_at": now,
+                "status": PENDING,
                 "input": inputs[i] if store_inputs else None,
                 "input_sha256": input_sha256(inputs[i]),
-                "input_shape": list(m.input_shape), "feature_names": m.feature_names,
-                "output_names": m.output_names, "class_labels": m.class_labels,
+                "input_shape": list(m.input_shape),
+                "feature_names": m.feature_names,
+                "output_names": m.output_names,
+                "class_labels": m.class_labels,
                 "prediction": breakdown(pred, i, m.class_labels),
-                "uncertainty": float(pred.uncertainty[i]), "threshold": float(pred.threshold),
-                "metric": pred.metric, "seed": int(pred.seed), "samples": int(pred.samples),
+                "uncertainty": float(pred.uncertainty[i]),
+                "threshold": float(pred.threshold),
+                "metric": pred.metric,
+                "seed": int(pred.seed),
+                "samples": int(pred.samples),
             }
-        )  # fmt: skip
+        )
     return rows

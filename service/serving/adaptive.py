@@ -6,7 +6,7 @@ each round is one SampleJob holding only the open rows, with their indices in th
 `first_sample` set to the samples already drawn, so round k's samples of a row are exactly
 samples k.. of a fixed run with the same seed (masks depend on row and sample index only), and
 the open rows of a request keep sampling together in one pass (batched with other requests).
-The interval maths lives in service.adaptive.
+The interval maths lives in service.maths.sequential.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import adaptive, uncertainty
 from service.engines.base import SampleJob
 from service.errors import InvalidInput
-from service.model import MCDropoutModel, Prediction, draw_seed
+from service.maths import sequential, uncertainty
 from service.serving.finite import abstain_non_finite
+from service.serving.model import MCDropoutModel, Prediction, draw_seed
 from service.serving.predictor import Predictor, PredictParams
 
 # interval_of(samples (T, n, D), alpha) -> Interval for those n rows
-IntervalFn = Callable[[NDArray[np.float32], float], adaptive.Interval]
+IntervalFn = Callable[[NDArray[np.float32], float], sequential.Interval]
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,10 @@ class AdaptiveRun:
         threshold: float,
         confidence: float,
         interval_of: IntervalFn,
-        first_round: int = adaptive.FIRST_ROUND,
+        first_round: int = sequential.FIRST_ROUND,
     ) -> None:
-        self.totals = adaptive.schedule(max_samples, first_round)
-        self.alpha = adaptive.look_alpha(confidence, len(self.totals) - 1)
+        self.totals = sequential.schedule(max_samples, first_round)
+        self.alpha = sequential.look_alpha(confidence, len(self.totals) - 1)
         self.threshold = threshold
         self.interval_of = interval_of
         self.buffer = np.empty((max_samples, n_rows, outputs), np.float32)
@@ -105,13 +105,13 @@ def interval_fn(model: MCDropoutModel, metric: str) -> IntervalFn:
         tau = model.manifest.tau
         assert tau is not None
 
-        def reg(raw: NDArray[np.float32], alpha: float) -> adaptive.Interval:
-            return adaptive.regression_interval(model.to_target_units(raw), tau, metric, alpha)
+        def reg(raw: NDArray[np.float32], alpha: float) -> sequential.Interval:
+            return sequential.regression_interval(model.to_target_units(raw), tau, metric, alpha)
 
         return reg
 
-    def clf(raw: NDArray[np.float32], alpha: float) -> adaptive.Interval:
-        return adaptive.classification_interval(uncertainty.softmax(raw, axis=2), metric, alpha)
+    def clf(raw: NDArray[np.float32], alpha: float) -> sequential.Interval:
+        return sequential.classification_interval(uncertainty.softmax(raw, axis=2), metric, alpha)
 
     return clf
 
@@ -139,7 +139,7 @@ async def predict_adaptive(
     t_max = predictor.default_samples(model) if max_samples is None else max_samples
     if not 2 <= t_max <= cap:
         raise _invalid("max_samples", f"expected an integer in [2, {cap}], got {t_max}")
-    conf = adaptive.DEFAULT_CONFIDENCE if confidence is None else confidence
+    conf = sequential.DEFAULT_CONFIDENCE if confidence is None else confidence
     m = model.resolve_metric(metric)
     if t_max * n > limits.max_sample_rows:
         raise _invalid(
@@ -180,7 +180,7 @@ def _merge(
             part = model.summarize(raw, seed, thr, metric)
             iv = interval_of(raw, run.alpha)
             units = model.to_target_units(raw) if model.task == "regression" else None
-            mean_se[rows] = adaptive.mean_se(
+            mean_se[rows] = sequential.mean_se(
                 units if units is not None else uncertainty.softmax(raw, axis=2)
             )
         unc_se[rows] = iv.se
@@ -191,9 +191,13 @@ def _merge(
                     full[f.name] = np.zeros((n, *value.shape[1:]), value.dtype)
                 full[f.name][rows] = value
     pred = Prediction(
-        task=model.task, samples=int(run.used.max()), seed=seed, metric=metric, threshold=thr,
+        task=model.task,
+        samples=int(run.used.max()),
+        seed=seed,
+        metric=metric,
+        threshold=thr,
         **full,
-    )  # fmt: skip
+    )
     return AdaptivePrediction(
         prediction=pred,
         max_samples=run.totals[-1],

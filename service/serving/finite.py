@@ -14,7 +14,7 @@ from dataclasses import fields
 import numpy as np
 from numpy.typing import NDArray
 
-from service.model import Prediction
+from service.serving.model import Prediction
 
 OVERFLOW_REASON = (
     "overflow: the model's outputs for this row are not finite (its inputs are far outside "

@@ -15,9 +15,9 @@ from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
 from service.errors import InvalidInput
-from service.model import MCDropoutModel, Prediction, draw_seed
 from service.serving.admission import AdmissionController
 from service.serving.finite import abstain_non_finite
+from service.serving.model import MCDropoutModel, Prediction, draw_seed
 from service.serving.registry import ModelRegistry
 from service.serving.runner import Runner
 

@@ -20,11 +20,11 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from service.artifact import MANIFEST_NAME, Manifest, read_manifest
+from service.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest
+from service.artifacts.names import valid_model_name
+from service.artifacts.reference import ReferenceScores, load_reference
 from service.errors import ArtifactError, ModelNotFound, ModelNotReady
-from service.model import MCDropoutModel, load_model
-from service.reference import ReferenceScores, load_reference
-from service.serving.names import valid_model_name
+from service.serving.model import MCDropoutModel, load_model
 from service.serving.paths import check_folder, fingerprint
 
 log = logging.getLogger("mcdrop.registry")

@@ -50,9 +50,15 @@ async def test_wrong_early_decisions_stay_under_one_minus_confidence(predictor: 
     truth = _true_std(x) > 1.0
     model = predictor.model("lin")
     out = await predict_adaptive(
-        predictor, model, x.tolist(), seed=1, threshold=1.0, metric="std",
-        max_samples=256, confidence=0.99,
-    )  # fmt: skip
+        predictor,
+        model,
+        x.tolist(),
+        seed=1,
+        threshold=1.0,
+        metric="std",
+        max_samples=256,
+        confidence=0.99,
+    )
     early = out.decision_settled
     wrong = early & (out.prediction.abstain != truth)
     # Binomial bound as in tests/test_adaptive.py: rate ≤ 0.01 + 3·sqrt(0.01·0.99/n).
@@ -95,9 +101,15 @@ async def _wrong_early_clf(
     thr = float(np.median(truth))  # many rows near the threshold
     model = predictor.model("clf")
     out = await predict_adaptive(
-        predictor, model, x[:, None].tolist(), seed=4, threshold=thr, metric=metric,
-        max_samples=256, confidence=confidence,
-    )  # fmt: skip
+        predictor,
+        model,
+        x[:, None].tolist(),
+        seed=4,
+        threshold=thr,
+        metric=metric,
+        max_samples=256,
+        confidence=confidence,
+    )
     early = out.decision_settled
     wrong = early & (out.prediction.abstain != (truth > thr))
     return float(wrong.mean()), float(early.mean()), n
@@ -139,9 +151,15 @@ async def test_a_row_exactly_at_the_threshold_runs_to_the_cap(predictor: Predict
     model = predictor.model("lin")
     rows = [[0.0] * 4, [5.0, 5.0, 5.0, 5.0]]
     out = await predict_adaptive(
-        predictor, model, rows, seed=2, threshold=0.5, metric="std", max_samples=100,
+        predictor,
+        model,
+        rows,
+        seed=2,
+        threshold=0.5,
+        metric="std",
+        max_samples=100,
         confidence=0.99,
-    )  # fmt: skip
+    )
     assert out.samples_used.tolist() == [100, 16]
     assert out.decision_settled.tolist() == [False, True]
     assert out.prediction.abstain.tolist() == [False, True]
@@ -156,9 +174,15 @@ async def test_rounds_continue_the_seed_streams(predictor: Predictor) -> None:
     model = predictor.model("lin")
     row = [[0.4, -0.2, 0.9, 0.1]]
     out = await predict_adaptive(
-        predictor, model, row, seed=9, threshold=None, metric=None, max_samples=64,
+        predictor,
+        model,
+        row,
+        seed=9,
+        threshold=None,
+        metric=None,
+        max_samples=64,
         confidence=0.999999999,
-    )  # fmt: skip
+    )
     assert out.samples_used.tolist() == [64]
     fixed = await predictor.predict(model, row, PredictParams(samples=64, seed=9))
     # Float tolerance, not exact: on a GPU the products of different chunk shapes may round

@@ -48,9 +48,15 @@ async def test_adaptive_rows_report_the_fixed_runs_first_samples(
     # A threshold amid the rows' uncertainties, so that rows stop at different rounds.
     thr = float(np.median(model.summarize(fixed, SEED).uncertainty))
     out = await predict_adaptive(
-        predictor, model, rows, seed=SEED, threshold=thr, metric=None, max_samples=64,
+        predictor,
+        model,
+        rows,
+        seed=SEED,
+        threshold=thr,
+        metric=None,
+        max_samples=64,
         confidence=0.99,
-    )  # fmt: skip
+    )
     await predictor.runner.stop()
     used = out.samples_used
     assert len(np.unique(used)) > 1, used  # else the comparison below would prove little

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInput
-from service.model import Prediction
 from service.serving.finite import OVERFLOW_REASON, abstain_non_finite
+from service.serving.model import Prediction
 from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner
@@ -20,10 +20,16 @@ pytestmark = pytest.mark.anyio
 def _prediction(mean: list[float]) -> Prediction:
     m = np.asarray(mean, np.float64)[:, None]
     return Prediction(
-        task="regression", samples=2, seed=0, metric="std", threshold=1.0, mean=m,
-        variance=np.ones_like(m), uncertainty=np.ones(len(mean)),
+        task="regression",
+        samples=2,
+        seed=0,
+        metric="std",
+        threshold=1.0,
+        mean=m,
+        variance=np.ones_like(m),
+        uncertainty=np.ones(len(mean)),
         abstain=np.zeros(len(mean), bool),
-    )  # fmt: skip
+    )
 
 
 def test_non_finite_rows_abstain_with_a_reason_and_finite_placeholders() -> None:

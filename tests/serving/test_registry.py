@@ -7,18 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from service.artifacts.names import valid_model_name
 from service.errors import ModelNotFound, ModelNotReady
-from service.serving.names import valid_model_name
 from service.serving.registry import ModelRegistry
 
 
 @pytest.mark.parametrize(
     ("name", "ok"),
     [
-        ("diabetes", True), ("model-v1.2_b", True), ("..", False), ("a..b", False),
-        ("a/b", False), ("", False), ("x" * 129, False), ("naïve", False), ("a b", False),
+        ("diabetes", True),
+        ("model-v1.2_b", True),
+        ("..", False),
+        ("a..b", False),
+        ("a/b", False),
+        ("", False),
+        ("x" * 129, False),
+        ("naïve", False),
+        ("a b", False),
     ],
-)  # fmt: skip
+)
 def test_valid_model_name(name: str, ok: bool) -> None:
     assert valid_model_name(name) is ok
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from service.tuning.search import (
+from service.training.tuning.search import (
     Axis,
     choose,
     fit_tau,

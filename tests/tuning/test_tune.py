@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from service.artifacts.data import Dataset
 from service.cli import main
-from service.data import Dataset
-from service.model import load_model
-from service.stacked_training import mc_samples
-from service.training import validation_split
-from service.tuning.search import mc_log_likelihood_of_tau
-from service.tuning.tune import Scaling, TuneConfig, tune
+from service.serving.model import load_model
+from service.training.stacked import mc_samples
+from service.training.train import validation_split
+from service.training.tuning.search import mc_log_likelihood_of_tau
+from service.training.tuning.tune import Scaling, TuneConfig, tune
 
 SIGMA = 0.3
 
@@ -28,8 +28,14 @@ def _data(n: int = 600, seed: int = 0) -> Dataset:
     return Dataset(x, y, ["a", "b"], ["y"])
 
 
-CFG = TuneConfig(epochs=30, lr=1e-2, budget=4, dropout_start=(0.005, 0.02, 0.08), checkpoints=4,
-                 val_fraction=0.25)  # fmt: skip
+CFG = TuneConfig(
+    epochs=30,
+    lr=1e-2,
+    budget=4,
+    dropout_start=(0.005, 0.02, 0.08),
+    checkpoints=4,
+    val_fraction=0.25,
+)
 
 
 def test_tau_lands_within_a_factor_of_1_5_of_the_noise_precision(tmp_path: Path) -> None:
@@ -73,8 +79,9 @@ def test_the_folder_loads_and_serves_with_the_chosen_settings(tmp_path: Path) ->
     # trained: inverted dropout scales only the kept units) is relu(x W1 + b1) W2 + b2.
     stack = result.outcome.chosen.model
     assert stack is not None
-    sc = Scaling.of(*(np.asarray(a)[validation_split(300, cfg.val_fraction, 0)[0]]
-                      for a in (ds.x, ds.y)))  # fmt: skip
+    sc = Scaling.of(
+        *(np.asarray(a)[validation_split(300, cfg.val_fraction, 0)[0]] for a in (ds.x, ds.y))
+    )
     x = ds.x[:5]
     with torch.no_grad():
         h = torch.relu(torch.from_numpy(sc.x(x)) @ stack.w1[0] + stack.b1[0])
@@ -90,15 +97,47 @@ def test_cli_writes_the_folder_and_evaluate_plots_the_search(
     csv = tmp_path / "d.csv"
     np.savetxt(csv, np.column_stack([ds.x, ds.y]), delimiter=",", header="a,b,y", comments="")
     out = tmp_path / "houses"
-    code = main(["tune", str(csv), "--task", "regression", "--target", "y", "--out", str(out),
-                 "--epochs", "10", "--budget", "2", "--dropout-start", "0.01", "0.1",
-                 "--checkpoints", "2", "--val-samples", "50"])  # fmt: skip
+    code = main(
+        [
+            "tune",
+            str(csv),
+            "--task",
+            "regression",
+            "--target",
+            "y",
+            "--out",
+            str(out),
+            "--epochs",
+            "10",
+            "--budget",
+            "2",
+            "--dropout-start",
+            "0.01",
+            "0.1",
+            "--checkpoints",
+            "2",
+            "--val-samples",
+            "50",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["name"] == "houses" and printed["points"] == 2
     assert {"model.json", "weights.safetensors", "tuning.json"} <= {p.name for p in out.iterdir()}
-    code = main(["evaluate", str(out), "--data", str(csv), "--target", "y",
-                 "--out", str(tmp_path / "ev"), "--samples", "20"])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            str(out),
+            "--data",
+            str(csv),
+            "--target",
+            "y",
+            "--out",
+            str(tmp_path / "ev"),
+            "--samples",
+            "20",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "ev" / "tuning.png").stat().st_size > 1000
     assert "tuning.png" in json.loads((tmp_path / "ev" / "report.json").read_text())["plots"]

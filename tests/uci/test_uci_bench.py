@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from service.cli import main
-from service.uci.data import DataLayoutError, load_dataset, resolve_data_dir
-from service.uci.protocol import ProtocolConfig, run_dataset
-from service.uci.report import passes
+from service.training.uci.data import DataLayoutError, load_dataset, resolve_data_dir
+from service.training.uci.protocol import ProtocolConfig, run_dataset
+from service.training.uci.report import passes
 
 NOISE = 0.5
 
@@ -73,10 +73,26 @@ def test_cli_writes_the_json_and_prints_the_table(
 ) -> None:
     root = _write_dataset(tmp_path / "uci")
     out = tmp_path / "results" / "uci.json"
-    code = main([
-        "bench", "uci", "--data-dir", str(root), "--datasets", "yacht", "--splits", "2",
-        "--batch-size", "32", "--val-samples", "32", "--test-samples", "200", "--out", str(out),
-    ])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            "uci",
+            "--data-dir",
+            str(root),
+            "--datasets",
+            "yacht",
+            "--splits",
+            "2",
+            "--batch-size",
+            "32",
+            "--val-samples",
+            "32",
+            "--test-samples",
+            "200",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert report["complete"] is True and report["wall_time_s"] > 0

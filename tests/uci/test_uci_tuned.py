@@ -12,12 +12,19 @@ import pytest
 import torch
 
 from service.cli import main
-from service.uci.data import QUICK_DATASETS, load_dataset
-from service.uci.tuned import TunedConfig, run_tuned
+from service.training.uci.data import QUICK_DATASETS, load_dataset
+from service.training.uci.tuned import TunedConfig, run_tuned
 from tests.uci.test_uci_bench import _write_dataset
 
-FAST = TunedConfig(budget=3, per_round=1, checkpoints=3, val_samples=50, test_samples=200,
-                   min_steps=0, batch_size=16)  # fmt: skip
+FAST = TunedConfig(
+    budget=3,
+    per_round=1,
+    checkpoints=3,
+    val_samples=50,
+    test_samples=200,
+    min_steps=0,
+    batch_size=16,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -67,9 +74,31 @@ def test_quick_tuned_run_with_the_ensemble_end_to_end(
     for name in QUICK_DATASETS:
         _write_dataset(root, name=name, rows=80, splits=1)
     out = tmp_path / "tuned.json"
-    code = main(["bench", "uci", "--protocol", "tuned", "--baseline", "ensemble", "--quick",
-                 "--data-dir", str(root), "--splits", "1", "--budget", "2", "--epochs", "2",
-                 "--test-samples", "100", "--batch-size", "16", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            "uci",
+            "--protocol",
+            "tuned",
+            "--baseline",
+            "ensemble",
+            "--quick",
+            "--data-dir",
+            str(root),
+            "--splits",
+            "1",
+            "--budget",
+            "2",
+            "--epochs",
+            "2",
+            "--test-samples",
+            "100",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert report["complete"] is True and report["wall_time_s"] > 0

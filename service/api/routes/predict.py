@@ -15,8 +15,8 @@ from service.api.schemas import (
     PredictResponse,
     RegressionPrediction,
 )
-from service.model import MCDropoutModel, Prediction
 from service.serving.adaptive import predict_adaptive
+from service.serving.model import MCDropoutModel, Prediction
 from service.serving.predictor import Predictor, PredictParams
 
 router = APIRouter(tags=["predict"])

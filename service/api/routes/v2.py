@@ -28,8 +28,8 @@ from service.api.v2_schemas import (
     output_specs,
 )
 from service.errors import MCDropError, ModelNotFound, ModelNotReady
-from service.model import MAX_SEED, MCDropoutModel, Prediction
 from service.serving.adaptive import AdaptivePrediction, predict_adaptive
+from service.serving.model import MAX_SEED, MCDropoutModel, Prediction
 from service.serving.predictor import Predictor, PredictParams
 from service.serving.registry import ModelEntry
 
@@ -194,11 +194,17 @@ async def infer(
     request_id = str(request.state.request_id)
     if samples == "auto":
         adaptive = await predict_adaptive(
-            predictor, model, rows,
-            seed=_int(params, "seed"), threshold=_float(params, "threshold"),
-            metric=_str(params, "uncertainty_metric"), max_samples=_int(params, "max_samples"),
-            confidence=_float(params, "confidence"), refer=refer, request_id=request_id,
-        )  # fmt: skip
+            predictor,
+            model,
+            rows,
+            seed=_int(params, "seed"),
+            threshold=_float(params, "threshold"),
+            metric=_str(params, "uncertainty_metric"),
+            max_samples=_int(params, "max_samples"),
+            confidence=_float(params, "confidence"),
+            refer=refer,
+            request_id=request_id,
+        )
         pred = adaptive.prediction
         metrics.observe_prediction(name, pred, int(adaptive.samples_used.sum()))
     else:
@@ -206,10 +212,13 @@ async def infer(
             if key in params:
                 raise ProtocolError(f'parameters.{key}: applies only with samples "auto"')
         p = PredictParams(
-            samples=_int(params, "samples"), seed=_int(params, "seed"),
-            threshold=_float(params, "threshold"), metric=_str(params, "uncertainty_metric"),
-            refer=refer, request_id=request_id,
-        )  # fmt: skip
+            samples=_int(params, "samples"),
+            seed=_int(params, "seed"),
+            threshold=_float(params, "threshold"),
+            metric=_str(params, "uncertainty_metric"),
+            refer=refer,
+            request_id=request_id,
+        )
         pred = await predictor.predict(model, rows, p)
         metrics.observe_prediction(name, pred)
     tensors = _outputs(model, pred, adaptive)
@@ -218,9 +227,11 @@ async def infer(
     if req.id is not None:
         head["id"] = req.id
     head["parameters"] = {
-        "samples": pred.samples, "seed": pred.seed, "threshold": pred.threshold,
+        "samples": pred.samples,
+        "seed": pred.seed,
+        "threshold": pred.threshold,
         "uncertainty_metric": pred.metric,
-    }  # fmt: skip
+    }
     if adaptive is not None:
         head["parameters"].update(max_samples=adaptive.max_samples, confidence=adaptive.confidence)
     if pred.referral_ids and any(pred.referral_ids):

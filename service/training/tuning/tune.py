@@ -1,4 +1,5 @@
-"""`mcdrop tune`: a regression network whose dropout rate, tau and epochs were chosen on held-out rows.
+"""`mcdrop tune`: a regression network whose dropout rate, tau and epochs were chosen on held-out
+rows.
 
 The data are split once (the `mcdrop train` split): the search trains on the first part and
 judges every candidate by validation log-likelihood on the second. The chosen network is written
@@ -20,14 +21,26 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from service import uncertainty
-from service.artifact import DropoutSpec, Manifest, MLPArchitecture, Normalization, WeightsRef
-from service.data import Dataset
-from service.nets import build_mlp
-from service.stacked_training import StackedMLP
-from service.training import save_artifact, validation_split
-from service.tuning.search import Axis
-from service.tuning.stacked_search import Problem, SearchConfig, SearchOutcome, refit, search
+from service.artifacts.data import Dataset
+from service.artifacts.manifest import (
+    DropoutSpec,
+    Manifest,
+    MLPArchitecture,
+    Normalization,
+    WeightsRef,
+)
+from service.engines.nets import build_mlp
+from service.maths import uncertainty
+from service.training.stacked import StackedMLP
+from service.training.train import save_artifact, validation_split
+from service.training.tuning.search import Axis
+from service.training.tuning.stacked_search import (
+    Problem,
+    SearchConfig,
+    SearchOutcome,
+    refit,
+    search,
+)
 
 TUNING_NAME = "tuning.json"
 # Standardised targets: noise between 100% and 3% of the target's std is the first tau bracket.
@@ -76,6 +89,13 @@ class Scaling:
 
     def y(self, y: NDArray[np.float64]) -> NDArray[np.float32]:
         return ((y - self.y_mean) / self.y_std).astype(np.float32)
+
+
+def set_threads(threads: int) -> None:
+    """Sets torch's thread count for the search (stacks of small networks run best on one)."""
+    if threads < 1:
+        raise ValueError("--threads must be at least 1")
+    torch.set_num_threads(threads)
 
 
 def _check(ds: Dataset, cfg: TuneConfig) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -160,11 +180,14 @@ def tune(ds: Dataset, cfg: TuneConfig, out: Path | None = None) -> TuneResult:
     sc = Scaling.of(x[tr], y[tr])
     tau_range = cfg.tau_range or tuple(t / sc.y_std**2 for t in DEFAULT_TAU_RANGE_STD)
     problem = Problem(
-        fit_x=sc.x(x[tr]), fit_y=sc.y(y[tr]), val_x=sc.x(x[va]),
-        val_y=sc.y(y[va]).astype(np.float64), y_std=sc.y_std,
+        fit_x=sc.x(x[tr]),
+        fit_y=sc.y(y[tr]),
+        val_x=sc.x(x[va]),
+        val_y=sc.y(y[va]).astype(np.float64),
+        y_std=sc.y_std,
         tau_range=(float(tau_range[0]), float(tau_range[1])),
         tau_start=math.sqrt(tau_range[0] * tau_range[1]),
-    )  # fmt: skip
+    )
     scfg = search_config(cfg)
     (outcome,) = search([problem], scfg)
     best = outcome.chosen.best
@@ -172,8 +195,9 @@ def tune(ds: Dataset, cfg: TuneConfig, out: Path | None = None) -> TuneResult:
     model = outcome.chosen.model
     if cfg.refit:  # the chosen settings on every row, tau as validated
         sc = Scaling.of(x, y)
-        model = refit([sc.x(x)], [sc.y(y)], [1 - outcome.chosen.dropout], [best.tau],
-                      [best.epoch], scfg)  # fmt: skip
+        model = refit(
+            [sc.x(x)], [sc.y(y)], [1 - outcome.chosen.dropout], [best.tau], [best.epoch], scfg
+        )
     net = to_sequential(model)
 
     # Placeholder threshold (as `mcdrop train`): the 90th percentile of the validation std.

@@ -18,11 +18,17 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from service.stacked_training import StackData, StackedMLP, train_stacked
-from service.tuning.search import fit_tau, gaussian_log_likelihood_of_tau
-from service.tuning.stacked_search import Problem, SearchConfig, generator, refit, weight_decay
-from service.uci.data import UciDataset
-from service.uci.protocol import Standardised
+from service.training.stacked import StackData, StackedMLP, train_stacked
+from service.training.tuning.search import fit_tau, gaussian_log_likelihood_of_tau
+from service.training.tuning.stacked_search import (
+    Problem,
+    SearchConfig,
+    generator,
+    refit,
+    weight_decay,
+)
+from service.training.uci.data import UciDataset
+from service.training.uci.protocol import Standardised
 
 
 @dataclass(frozen=True)
@@ -101,12 +107,23 @@ def run_ensemble(
             if fit.log_likelihood > best[s].ll:
                 best[s] = _Best(epoch, fit.tau, fit.log_likelihood)
 
-    train_stacked(model, data, weight_decay(keep, tau_wd, n_fit, scfg.length_scale),
-                  scfg.epochs, gen, batch_size=scfg.batch_size, lr=scfg.lr,
-                  on_epoch=checkpoint)  # fmt: skip
+    train_stacked(
+        model,
+        data,
+        weight_decay(keep, tau_wd, n_fit, scfg.length_scale),
+        scfg.epochs,
+        gen,
+        batch_size=scfg.batch_size,
+        lr=scfg.lr,
+        on_epoch=checkpoint,
+    )
     final = refit(
-        [f.x for f in fulls for _ in range(k)], [f.y for f in fulls for _ in range(k)],
-        [1.0] * (s_count * k), tau_wd.tolist(), [b.epoch for b in best for _ in range(k)],
-        scfg, phase=f"{ds.name}/ensemble",
-    )  # fmt: skip
+        [f.x for f in fulls for _ in range(k)],
+        [f.y for f in fulls for _ in range(k)],
+        [1.0] * (s_count * k),
+        tau_wd.tolist(),
+        [b.epoch for b in best for _ in range(k)],
+        scfg,
+        phase=f"{ds.name}/ensemble",
+    )
     return EnsembleResult(final, k, fulls, best)

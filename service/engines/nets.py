@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from service.artifact import ConvArchitecture, DropoutSpec, MLPArchitecture, NoiseKind
+from service.artifacts.manifest import ConvArchitecture, DropoutSpec, MLPArchitecture, NoiseKind
 
 
 class MCDropout(nn.Module):

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from service import uncertainty
-from service.stacked_training import StackData, StackedMLP, mc_samples, train_stacked
-from service.uci.data import UciDataset
+from service.maths import uncertainty
+from service.training.stacked import StackData, StackedMLP, mc_samples, train_stacked
+from service.training.uci.data import UciDataset
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ def _stack(norms: list[Standardised], repeat: int) -> StackData:
 def _weight_decay(
     keep: torch.Tensor, tau: torch.Tensor, n: int, cfg: ProtocolConfig
 ) -> torch.Tensor:
-    """lambda = keep l^2 / (2 N tau), per model (service.uncertainty.weight_decay_from_tau)."""
+    """lambda = keep l^2 / (2 N tau), per model
+    (service.maths.uncertainty.weight_decay_from_tau)."""
     return keep * cfg.length_scale**2 / (2.0 * n * tau)
 
 
@@ -150,8 +151,16 @@ def run_dataset(ds: UciDataset, cfg: ProtocolConfig) -> dict[str, Any]:
             grid_at_n_epochs.append(model.select(list(range(model.n_models))))
 
     t0 = time.perf_counter()
-    train_stacked(model, _stack(fits, n_grid), _weight_decay(keep, tau, n_fit, cfg), search_epochs,
-                  gen, batch_size=cfg.batch_size, lr=cfg.lr, on_epoch=grid_snapshot)  # fmt: skip
+    train_stacked(
+        model,
+        _stack(fits, n_grid),
+        _weight_decay(keep, tau, n_fit, cfg),
+        search_epochs,
+        gen,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        on_epoch=grid_snapshot,
+    )
     t_grid_train = time.perf_counter() - t0
 
     def validate(m: StackedMLP) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -189,9 +198,16 @@ def run_dataset(ds: UciDataset, cfg: ProtocolConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = _stack(fulls, 1)
     data = StackData(x=data.x, y=data.y, group=torch.arange(2 * n_splits) % n_splits)
-    train_stacked(final, data, _weight_decay(keep_f, tau_f, n_train, cfg),
-                  epochs * cfg.epoch_multiplier, gen, batch_size=cfg.batch_size, lr=cfg.lr,
-                  on_epoch=snapshot)  # fmt: skip
+    train_stacked(
+        final,
+        data,
+        _weight_decay(keep_f, tau_f, n_train, cfg),
+        epochs * cfg.epoch_multiplier,
+        gen,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        on_epoch=snapshot,
+    )
     t_final_train = time.perf_counter() - t0
     gen = _generator(cfg, ds.name, "test")
     t0 = time.perf_counter()
@@ -202,15 +218,27 @@ def run_dataset(ds: UciDataset, cfg: ProtocolConfig) -> dict[str, Any]:
         r1, l1 = score(snapshots[epochs], s, xt, yt, fulls[s], tau_1x, cfg.test_samples, gen)
         r10, l10 = score(final, n_splits + s, xt, yt, fulls[s], tau_s, cfg.test_samples, gen)
         r10s1, l10s1 = score(final, s, xt, yt, fulls[s], tau_1x, cfg.test_samples, gen)
-        splits.append({
-            "split": s, "dropout_rate": rate, "tau": tau_s,
-            "dropout_rate_1x": rate_1x, "tau_1x": tau_1x,
-            "val_ll": val_ll[s].tolist(), "val_rmse": val_rmse[s].tolist(),
-            "val_ll_1x": val_ll_1x[s].tolist(), "val_rmse_1x": val_rmse_1x[s].tolist(),
-            "rmse_1x": r1, "ll_1x": l1, "rmse_10x": r10, "ll_10x": l10,
-            "rmse_10x_search1x": r10s1, "ll_10x_search1x": l10s1,
-            "n_train": n_train, "n_test": len(te),
-        })  # fmt: skip
+        splits.append(
+            {
+                "split": s,
+                "dropout_rate": rate,
+                "tau": tau_s,
+                "dropout_rate_1x": rate_1x,
+                "tau_1x": tau_1x,
+                "val_ll": val_ll[s].tolist(),
+                "val_rmse": val_rmse[s].tolist(),
+                "val_ll_1x": val_ll_1x[s].tolist(),
+                "val_rmse_1x": val_rmse_1x[s].tolist(),
+                "rmse_1x": r1,
+                "ll_1x": l1,
+                "rmse_10x": r10,
+                "ll_10x": l10,
+                "rmse_10x_search1x": r10s1,
+                "ll_10x_search1x": l10s1,
+                "n_train": n_train,
+                "n_test": len(te),
+            }
+        )
     t_test = time.perf_counter() - t0
     t_total = time.perf_counter() - t_start
     row_passes = n_splits * (

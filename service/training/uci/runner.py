@@ -12,16 +12,25 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from service.uci import tuned_report
-from service.uci.data import load_dataset
-from service.uci.protocol import ProtocolConfig, run_dataset
-from service.uci.report import machine, passes, table
-from service.uci.tuned import TunedConfig, run_tuned
+from service.training.uci import tuned_report
+from service.training.uci.data import load_dataset
+from service.training.uci.protocol import ProtocolConfig, run_dataset
+from service.training.uci.report import machine, passes, table
+from service.training.uci.tuned import TunedConfig, run_tuned
 
 # Smallest first: a run cut short still has finished datasets in its JSON, and the two longest
 # (naval, protein) end up running side by side with --jobs 2.
-_COST_ORDER = ("yacht", "bostonHousing", "energy", "concrete", "wine-quality-red", "kin8nm",
-               "power-plant", "naval-propulsion-plant", "protein-tertiary-structure")  # fmt: skip
+_COST_ORDER = (
+    "yacht",
+    "bostonHousing",
+    "energy",
+    "concrete",
+    "wine-quality-red",
+    "kin8nm",
+    "power-plant",
+    "naval-propulsion-plant",
+    "protein-tertiary-structure",
+)
 
 
 def _one(

@@ -163,12 +163,18 @@ def capture(module: nn.Module, example: torch.Tensor) -> onnx.ModelProto:
             warnings.simplefilter("always", TracerWarning)
             warnings.showwarning = note
             torch.onnx.export(
-                net, (example,), buf,  # type: ignore[arg-type]  # file-like works too
-                dynamo=False, input_names=["input"],
-                output_names=["output"], dynamic_axes={"input": {0: "batch"}},
-                opset_version=17, custom_opsets={SITE_DOMAIN: 1}, do_constant_folding=True,
+                net,
+                (example,),
+                buf,  # type: ignore[arg-type]  # file-like works too
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}},
+                opset_version=17,
+                custom_opsets={SITE_DOMAIN: 1},
+                do_constant_folding=True,
                 training=torch.onnx.TrainingMode.PRESERVE,
-            )  # fmt: skip
+            )
     finally:
         layers.remove()
     if traced_values:
@@ -213,8 +219,8 @@ def package_torch(
     "logits" (a softmax per sample, the default for classifiers), "probabilities", or
     "values" (regression). Regression needs `tau`, or `heldout=(x, y)` to fit it.
     """
-    from service.model import MCDropoutModel
-    from service.packaging import write_graph_folder
+    from service.serving.model import MCDropoutModel
+    from service.training.packaging import write_graph_folder
 
     example = torch.as_tensor(np.asarray(example_input, np.float32))
     if example.dim() < 2 or example.shape[0] < 1:
@@ -230,12 +236,23 @@ def package_torch(
         _check_against_module(model, module, example[:4], check_samples)
 
     return write_graph_folder(
-        graph, out_dir, task=task, tau=tau, outputs=outputs, heldout=heldout,
-        class_labels=class_labels, output_names=output_names, name=name, overwrite=overwrite,
-        source={"from": "package_torch", "class": type(module).__name__,
-                "torch": torch.__version__},
+        graph,
+        out_dir,
+        task=task,
+        tau=tau,
+        outputs=outputs,
+        heldout=heldout,
+        class_labels=class_labels,
+        output_names=output_names,
+        name=name,
+        overwrite=overwrite,
+        source={
+            "from": "package_torch",
+            "class": type(module).__name__,
+            "torch": torch.__version__,
+        },
         check=check,
-    )  # fmt: skip
+    )
 
 
 def _check_against_module(model: Any, module: nn.Module, x: torch.Tensor, samples: int) -> None:

@@ -3,7 +3,8 @@
 Per split, the first 80% of the training rows fit the candidates and the last 20% judge them (as
 the grid protocol). The dropout grid starts at dropout_rates.txt and the tau bracket at the range
 of tau_values.txt; both move out when an edge wins. The epoch count is chosen by early stopping
-within 10 x n_epochs (the 10x column's length) or 10,000 Adam steps, whichever is longer. The choice is refitted on all training rows for
+within 10 x n_epochs (the 10x column's length) or 10,000 Adam steps, whichever is longer. The
+choice is refitted on all training rows for
 the chosen epochs, with the validated tau, and tested with T = 10,000 passes. Test rows are read
 only after every choice is made.
 
@@ -20,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.tuning.search import Axis
-from service.tuning.stacked_search import Problem, SearchConfig, concat, refit, search
-from service.uci.data import UciDataset
-from service.uci.ensemble import EnsembleConfig, run_ensemble
-from service.uci.protocol import score, standardise, summarise
+from service.training.tuning.search import Axis
+from service.training.tuning.stacked_search import Problem, SearchConfig, concat, refit, search
+from service.training.uci.data import UciDataset
+from service.training.uci.ensemble import EnsembleConfig, run_ensemble
+from service.training.uci.protocol import score, standardise, summarise
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,20 @@ def search_config(ds: UciDataset, cfg: TunedConfig) -> SearchConfig:
     n_fit = int((1 - cfg.val_fraction) * len(ds.train_splits[0]))
     epochs = max(epochs, math.ceil(cfg.min_steps / math.ceil(n_fit / cfg.batch_size)))
     return SearchConfig(
-        dropout_start=tuple(ds.dropout_rates), dropout_axis=Axis(1e-3, 0.5), budget=cfg.budget,
-        per_round=cfg.per_round, epochs=epochs, early_stopping=True,
-        checkpoints=cfg.checkpoints, val_samples=cfg.val_samples, hidden=ds.n_hidden,
-        batch_size=cfg.batch_size, lr=cfg.lr, length_scale=cfg.length_scale, seed=cfg.seed,
-    )  # fmt: skip
+        dropout_start=tuple(ds.dropout_rates),
+        dropout_axis=Axis(1e-3, 0.5),
+        budget=cfg.budget,
+        per_round=cfg.per_round,
+        epochs=epochs,
+        early_stopping=True,
+        checkpoints=cfg.checkpoints,
+        val_samples=cfg.val_samples,
+        hidden=ds.n_hidden,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        length_scale=cfg.length_scale,
+        seed=cfg.seed,
+    )
 
 
 def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
@@ -77,11 +87,17 @@ def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
         fit, val = tr[:n_fit], tr[n_fit:]
         norm = standardise(ds.x[fit], ds.y[fit])
         fits.append(norm)
-        problems.append(Problem(
-            fit_x=norm.x, fit_y=norm.y, val_x=norm.inputs(ds.x[val]).numpy(),
-            val_y=(ds.y[val] - norm.y_mean) / norm.y_std, y_std=norm.y_std,
-            tau_range=(tau_lo, tau_hi), tau_start=float(np.sqrt(tau_lo * tau_hi)),
-        ))  # fmt: skip
+        problems.append(
+            Problem(
+                fit_x=norm.x,
+                fit_y=norm.y,
+                val_x=norm.inputs(ds.x[val]).numpy(),
+                val_y=(ds.y[val] - norm.y_mean) / norm.y_std,
+                y_std=norm.y_std,
+                tau_range=(tau_lo, tau_hi),
+                tau_start=float(np.sqrt(tau_lo * tau_hi)),
+            )
+        )
     t0 = time.perf_counter()
     outcomes = search(problems, scfg)
     t_search = time.perf_counter() - t0
@@ -93,9 +109,14 @@ def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
     assert all(b is not None for b in bests)
     if cfg.refit:
         final = refit(
-            [f.x for f in fulls], [f.y for f in fulls], [1 - o.chosen.dropout for o in outcomes],
-            [b.tau for b in bests if b], [b.epoch for b in bests if b], scfg, phase=ds.name,
-        )  # fmt: skip
+            [f.x for f in fulls],
+            [f.y for f in fulls],
+            [1 - o.chosen.dropout for o in outcomes],
+            [b.tau for b in bests if b],
+            [b.epoch for b in bests if b],
+            scfg,
+            phase=ds.name,
+        )
         norms = fulls
     else:
         final = concat([o.chosen.model for o in outcomes if o.chosen.model is not None])
@@ -105,8 +126,9 @@ def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
     ensemble = None
     t0 = time.perf_counter()
     if cfg.baseline == "ensemble":
-        ensemble = run_ensemble(ds, problems, fulls, [b.tau for b in bests if b], scfg,
-                                cfg.ensemble)  # fmt: skip
+        ensemble = run_ensemble(
+            ds, problems, fulls, [b.tau for b in bests if b], scfg, cfg.ensemble
+        )
     t_ensemble = time.perf_counter() - t0
 
     # ---- the test rows, first read here.
@@ -119,9 +141,14 @@ def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
         xt = norms[s].inputs(ds.x[te])
         rmse, ll = score(final, s, xt, ds.y[te], norms[s], best.tau, cfg.test_samples, gen)
         row: dict[str, Any] = {
-            "split": s, "rmse_tuned": rmse, "ll_tuned": ll, **outcomes[s].trace()["chosen"],
-            "points": len(outcomes[s].candidates), "n_train": n_train, "n_test": len(te),
-        }  # fmt: skip
+            "split": s,
+            "rmse_tuned": rmse,
+            "ll_tuned": ll,
+            **outcomes[s].trace()["chosen"],
+            "points": len(outcomes[s].candidates),
+            "n_train": n_train,
+            "n_test": len(te),
+        }
         if ensemble is not None:
             e_rmse, e_ll = ensemble.test(s, ds.x[te], ds.y[te])
             row.update({"rmse_ensemble": e_rmse, "ll_ensemble": e_ll, **ensemble.chosen(s)})

@@ -72,7 +72,8 @@ class UciDataset:
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
-    """The given folder, or ../shared/data/uci next to the repository; an error naming the layout."""
+    """The given folder, or ../shared/data/uci next to the repository; an error naming the
+    layout."""
     path = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
     if not path.is_dir():
         hint = "" if data_dir is not None else " (the default; pass --data-dir)"

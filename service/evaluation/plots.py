@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from scipy import stats
 
-from service import uncertainty
-from service.heldout import Scored
-from service.selective import risk_coverage
+from service.evaluation.heldout import Scored
+from service.maths import uncertainty
+from service.maths.selective import risk_coverage
 
 
 def risk_coverage_plot(scored: list[Scored], path: Path) -> None:
@@ -48,8 +48,13 @@ def reliability_plot(
             rb = uncertainty.reliability_bins(s.probabilities, y.astype(np.int64))
             filled = rb.count > 0
             ece = uncertainty.expected_calibration_error(s.probabilities, y.astype(np.int64))
-            ax.plot(rb.confidence[filled], rb.accuracy[filled], "o-", ms=3,
-                    label=f"{s.method} (ECE {ece:.3f})")  # fmt: skip
+            ax.plot(
+                rb.confidence[filled],
+                rb.accuracy[filled],
+                "o-",
+                ms=3,
+                label=f"{s.method} (ECE {ece:.3f})",
+            )
         else:
             assert s.mean is not None and s.samples is not None
             # Fraction of targets inside the central p-interval of a Gaussian with the predictive
@@ -74,7 +79,8 @@ def reliability_plot(
 
 
 def uncertainty_histograms(s: Scored, path: Path) -> None:
-    """Each measure's distribution for correct and wrong predictions (regression: by median error)."""
+    """Each measure's distribution for correct and wrong predictions (regression: by median
+    error)."""
     metrics = list(s.uncertainty)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), dpi=90)
     axes_list = np.atleast_1d(axes).ravel()
@@ -102,17 +108,31 @@ def tuning_plot(trace: dict[str, Any], path: Path) -> None:
     rounds = sorted({p["round"] for p in points})
     for r in rounds:
         pts = [p for p in points if p["round"] == r]
-        axes[0].plot([p["dropout"] for p in pts], [p["val_log_likelihood"] for p in pts], "o",
-                     label=f"round {r}")  # fmt: skip
+        axes[0].plot(
+            [p["dropout"] for p in pts],
+            [p["val_log_likelihood"] for p in pts],
+            "o",
+            label=f"round {r}",
+        )
         axes[2].plot([p["dropout"] for p in pts], [p["tau"] for p in pts], "o", label=f"round {r}")
     for ax in (axes[0], axes[2]):
-        ax.plot([chosen["dropout"]], [chosen["val_log_likelihood" if ax is axes[0] else "tau"]],
-                "k*", ms=12, label="chosen")  # fmt: skip
+        ax.plot(
+            [chosen["dropout"]],
+            [chosen["val_log_likelihood" if ax is axes[0] else "tau"]],
+            "k*",
+            ms=12,
+            label="chosen",
+        )
         ax.set_xscale("log")
     for p in points:
         cps = p["checkpoints"]
-        axes[1].plot([c["epoch"] for c in cps], [c["val_log_likelihood"] for c in cps], ".-",
-                     lw=0.8, label=f"p={p['dropout']:.3g}")  # fmt: skip
+        axes[1].plot(
+            [c["epoch"] for c in cps],
+            [c["val_log_likelihood"] for c in cps],
+            ".-",
+            lw=0.8,
+            label=f"p={p['dropout']:.3g}",
+        )
     lo, hi = search["tau_range_start"]
     axes[2].axhspan(lo, hi, color="grey", alpha=0.15, label="first tau bracket")
     axes[2].set_yscale("log")

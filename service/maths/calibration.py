@@ -75,7 +75,8 @@ def binomial_pvalue(
 def hoeffding_bentkus_pvalue(
     mean_loss: NDArray[np.floating], n: NDArray[np.integer], alpha: float
 ) -> FloatArray:
-    """min(exp(-n h1(min(R, alpha), alpha)), e P(Bin(n, alpha) <= ceil(n R))) for losses in [0, 1]."""
+    """min(exp(-n h1(min(R, alpha), alpha)), e P(Bin(n, alpha) <= ceil(n R))) for losses in [0,
+    1]."""
     r = np.asarray(mean_loss, np.float64)
     nn = np.asarray(n, np.float64)
     a = np.minimum(r, alpha)
@@ -234,10 +235,15 @@ def calibrate_risk(
         else hoeffding_bentkus_upper(s_j / n_j, n_j, delta)
     )
     return OperatingPoint(
-        threshold=float(cands[j]), coverage=n_j / len(test), risk=s_j / n_j,
-        risk_upper_bound=bound, n_select=len(sel), n_test=len(test),
-        candidates=len(cands), rejected=rejected,
-    )  # fmt: skip
+        threshold=float(cands[j]),
+        coverage=n_j / len(test),
+        risk=s_j / n_j,
+        risk_upper_bound=bound,
+        n_select=len(sel),
+        n_test=len(test),
+        candidates=len(cands),
+        rejected=rejected,
+    )
 
 
 def calibrate_referral(
@@ -261,7 +267,12 @@ def calibrate_referral(
     threshold = float(u[k])
     coverage = float(np.mean(u <= threshold))
     return OperatingPoint(
-        threshold=threshold, coverage=coverage, risk=float("nan"),
+        threshold=threshold,
+        coverage=coverage,
+        risk=float("nan"),
         risk_upper_bound=float(stats.beta.isf(delta, n - k, k + 1)),
-        n_select=0, n_test=n, candidates=n, rejected=n - k,
-    )  # fmt: skip
+        n_select=0,
+        n_test=n,
+        candidates=n,
+        rejected=n - k,
+    )

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from service import uncertainty
-from service.artifact import MANIFEST_NAME, sha256_file
-from service.data import Dataset
-from service.model import MCDropoutModel
+from service.artifacts.data import Dataset
+from service.artifacts.manifest import MANIFEST_NAME, sha256_file
+from service.maths import uncertainty
+from service.serving.model import MCDropoutModel
 
 FloatArray = NDArray[np.float64]
 

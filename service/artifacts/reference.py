@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from service.artifact import Manifest, ReferenceRef, sha256_file
+from service.artifacts.manifest import Manifest, ReferenceRef, sha256_file
 from service.errors import ArtifactError
 
 REFERENCE_NAME = "reference.safetensors"

@@ -94,7 +94,8 @@ def choose(scores: dict[float, float], axis: Axis) -> Choice:
 def mc_log_likelihood_of_tau(
     samples: NDArray[np.floating], y: NDArray[np.floating]
 ) -> Callable[[float], float]:
-    """tau -> the paper's MC log-likelihood of y (N,) under samples (T, N), squares computed once."""
+    """tau -> the paper's MC log-likelihood of y (N,) under samples (T, N), squares computed
+    once."""
     s = np.asarray(samples, np.float64)
     sq = (s - np.asarray(y, np.float64)[None, :]) ** 2
     t = s.shape[0]

@@ -94,7 +94,8 @@ def regression_interval(
 ) -> Interval:
     """Chi-square interval for variance / std / epistemic_std of (T, N, D) target-unit samples.
 
-    The point value matches service.uncertainty (MC variance with 1/T); the interval is for the
+    The point value matches service.maths.uncertainty (MC variance with 1/T); the interval is for
+    the
     population variance σ² from S² (1/(T-1)). The row's value is the largest over outputs.
     """
     s = np.asarray(samples, np.float64)

@@ -11,20 +11,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.uci.report import PUBLISHED, _pm
+from service.training.uci.report import PUBLISHED, _pm
 
 # (RMSE, LL), as printed.
 TUNED_2018: dict[str, tuple[float, float]] = {
-    "bostonHousing": (2.90, -2.40), "concrete": (4.82, -2.93), "energy": (0.54, -1.21),
-    "kin8nm": (0.08, 1.14), "naval-propulsion-plant": (0.00, 4.45), "power-plant": (4.01, -2.80),
-    "protein-tertiary-structure": (4.27, -2.87), "wine-quality-red": (0.62, -0.93),
+    "bostonHousing": (2.90, -2.40),
+    "concrete": (4.82, -2.93),
+    "energy": (0.54, -1.21),
+    "kin8nm": (0.08, 1.14),
+    "naval-propulsion-plant": (0.00, 4.45),
+    "power-plant": (4.01, -2.80),
+    "protein-tertiary-structure": (4.27, -2.87),
+    "wine-quality-red": (0.62, -0.93),
     "yacht": (0.67, -1.25),
-}  # fmt: skip
+}
 DEEP_ENSEMBLE_NLL: dict[str, float] = {
-    "bostonHousing": 2.41, "concrete": 3.06, "energy": 1.38, "kin8nm": -1.20,
-    "naval-propulsion-plant": -5.63, "power-plant": 2.79, "protein-tertiary-structure": 2.83,
-    "wine-quality-red": 0.94, "yacht": 1.18,
-}  # fmt: skip
+    "bostonHousing": 2.41,
+    "concrete": 3.06,
+    "energy": 1.38,
+    "kin8nm": -1.20,
+    "naval-propulsion-plant": -5.63,
+    "power-plant": 2.79,
+    "protein-tertiary-structure": 2.83,
+    "wine-quality-red": 0.94,
+    "yacht": 1.18,
+}
 
 
 def compare(dataset: str, summary: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -85,7 +96,8 @@ def table(results: list[dict[str, Any]]) -> str:
         r18, l18 = TUNED_2018.get(name, (float("nan"), float("nan")))
         p10_nll = f"{-pub['ll_10x'][0]:.2f} ± {pub['ll_10x'][1]:.2f}" if "ll_10x" in pub else "n/a"
         rows.append(
-            f"| {name} | {r['n_splits']} | {_pm(t['rmse_mean'], t['rmse_se'])} | {_published(pub, 'rmse_10x')} "
+            f"| {name} | {r['n_splits']} | {_pm(t['rmse_mean'], t['rmse_se'])} "
+            f"| {_published(pub, 'rmse_10x')} "
             f"| {r18:.2f} | {_pm(e['rmse_mean'], e['rmse_se']) if e else 'not run'} "
             f"| {_pm(-t['ll_mean'], t['ll_se'])} | {p10_nll} | {-l18:.2f} "
             f"| {DEEP_ENSEMBLE_NLL.get(name, float('nan')):.2f} "

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import uncertainty
-from service.heldout import Scored
-from service.selective import REFERRAL_RATES, aurc, retained_risk
+from service.evaluation.heldout import Scored
+from service.maths import uncertainty
+from service.maths.selective import REFERRAL_RATES, aurc, retained_risk
 
 ECE_BINS = 15
 

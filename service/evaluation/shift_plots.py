@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from numpy.typing import NDArray
 
-from service.plots import _save
+from service.evaluation.plots import _save
 
 SHIFT_FIGURES = ("accuracy", "nll", "ece", "aurc", "referral_rate")
 

@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm import tqdm
 
-from service import uncertainty
-from service.artifact import (
+from service.artifacts.data import Dataset
+from service.artifacts.manifest import (
     ConvArchitecture,
     DropoutSpec,
     Manifest,
@@ -30,10 +30,10 @@ from service.artifact import (
     save_weights,
     write_manifest,
 )
-from service.data import Dataset
 from service.engines.base import SampleJob
+from service.engines.nets import build_net, weight_layers
 from service.engines.torch_engine import TorchEngine
-from service.nets import build_net, weight_layers
+from service.maths import uncertainty
 
 
 @dataclass
@@ -124,14 +124,18 @@ def train(
     arch: MLPArchitecture | ConvArchitecture
     if images:
         arch = ConvArchitecture(
-            input_shape=input_shape, channels=cfg.conv_channels, hidden=[cfg.hidden] * max(cfg.layers - 1, 1),
+            input_shape=input_shape,
+            channels=cfg.conv_channels,
+            hidden=[cfg.hidden] * max(cfg.layers - 1, 1),
             output_dim=out_dim,
-        )  # fmt: skip
+        )
     else:
         arch = MLPArchitecture(
-            input_dim=int(np.prod(input_shape)), hidden=[cfg.hidden] * cfg.layers, output_dim=out_dim,
+            input_dim=int(np.prod(input_shape)),
+            hidden=[cfg.hidden] * cfg.layers,
+            output_dim=out_dim,
             activation=cfg.activation,
-        )  # fmt: skip
+        )
     net = build_net(arch, dropout)
 
     n_train = len(tr)

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import uncertainty
-from service.artifact import GraphArchitecture, Manifest, read_manifest
+from service.artifacts.manifest import GraphArchitecture, Manifest, read_manifest
 from service.engines.base import Engine, SampleJob
 from service.errors import InactiveDropout, InvalidInput
-from service.row_shapes import first_bad_row
+from service.maths import uncertainty
+from service.serving.row_shapes import first_bad_row
 
 MAX_SEED = 2**63 - 1
 
@@ -183,12 +183,19 @@ class MCDropoutModel:
             # With several outputs the row is as uncertain as its most uncertain output.
             unc = values[m].max(axis=1)
             pred = Prediction(
-                task=self.task, samples=t, seed=seed, metric=m, threshold=thr,
-                mean=mom.mean, variance=mom.variance, uncertainty=unc,
-                abstain=_abstain(unc, thr), std=mom.std,
+                task=self.task,
+                samples=t,
+                seed=seed,
+                metric=m,
+                threshold=thr,
+                mean=mom.mean,
+                variance=mom.variance,
+                uncertainty=unc,
+                abstain=_abstain(unc, thr),
+                std=mom.std,
                 epistemic_variance=mom.epistemic_variance,
                 aleatoric_variance=mom.aleatoric_variance,
-            )  # fmt: skip
+            )
             if return_samples:
                 pred.raw_samples = ys.astype(np.float32)
             return pred
@@ -196,12 +203,21 @@ class MCDropoutModel:
         cm = uncertainty.classification_measures(probs)
         unc = getattr(cm, m)
         pred = Prediction(
-            task=self.task, samples=t, seed=seed, metric=m, threshold=thr,
-            mean=cm.probabilities, variance=cm.variance, uncertainty=unc,
-            abstain=_abstain(unc, thr), probabilities=cm.probabilities, label=cm.label,
-            predictive_entropy=cm.predictive_entropy, mutual_information=cm.mutual_information,
+            task=self.task,
+            samples=t,
+            seed=seed,
+            metric=m,
+            threshold=thr,
+            mean=cm.probabilities,
+            variance=cm.variance,
+            uncertainty=unc,
+            abstain=_abstain(unc, thr),
+            probabilities=cm.probabilities,
+            label=cm.label,
+            predictive_entropy=cm.predictive_entropy,
+            mutual_information=cm.mutual_information,
             variation_ratio=cm.variation_ratio,
-        )  # fmt: skip
+        )
         if return_samples:
             pred.raw_samples = probs.astype(np.float32)
         return pred
@@ -213,7 +229,8 @@ class MCDropoutModel:
         return out
 
     def predict_standard(self, x: Any) -> NDArray[np.float64]:
-        """Standard dropout (weight scaling, one deterministic pass): target units / probabilities."""
+        """Standard dropout (weight scaling, one deterministic pass): target units /
+        probabilities."""
         out = self.engine.deterministic(self.prepare(x))
         if self.task == "regression":
             return self.to_target_units(out)

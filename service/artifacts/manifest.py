@@ -52,7 +52,8 @@ class MLPArchitecture(_Strict):
 
 
 class ConvArchitecture(_Strict):
-    """The paper's Bayesian convnet: conv-relu-pool blocks, then dense layers, dropout after each."""
+    """The paper's Bayesian convnet: conv-relu-pool blocks, then dense layers, dropout after
+    each."""
 
     kind: Literal["convnet"] = "convnet"
     input_shape: list[int] = Field(description="(channels, height, width)")
@@ -118,7 +119,8 @@ class WeightsRef(_Strict):
 
 
 class ReferenceRef(_Strict):
-    """The held-out uncertainty scores of the last calibration (see service/reference.py)."""
+    """The held-out uncertainty scores of the last calibration (see
+    service/artifacts/reference.py)."""
 
     file: str = "reference.safetensors"
     sha256: str

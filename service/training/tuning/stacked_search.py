@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from service.stacked_training import StackData, StackedMLP, mc_samples, train_stacked
-from service.tuning.search import (
+from service.training.stacked import StackData, StackedMLP, mc_samples, train_stacked
+from service.training.tuning.search import (
     Axis,
     Choice,
     choose,
@@ -144,7 +144,8 @@ def generator(seed: int, *parts: object) -> torch.Generator:
 def weight_decay(
     keep: torch.Tensor, tau: torch.Tensor, n: int, length_scale: float
 ) -> torch.Tensor:
-    """lambda = keep l^2 / (2 N tau), per model (service.uncertainty.weight_decay_from_tau)."""
+    """lambda = keep l^2 / (2 N tau), per model
+    (service.maths.uncertainty.weight_decay_from_tau)."""
     return keep * length_scale**2 / (2.0 * n * tau)
 
 
@@ -202,8 +203,12 @@ def search(problems: list[Problem], cfg: SearchConfig) -> list[SearchOutcome]:
         model = StackedMLP.glorot(keep, d, cfg.hidden, 1, gen)
         data = StackData(x=data_x, y=data_y, group=torch.tensor(owners))
 
-        def checkpoint(epoch: int, model: StackedMLP = model, cands: list[Candidate] = cands,
-                       owners: list[int] = owners) -> None:  # fmt: skip
+        def checkpoint(
+            epoch: int,
+            model: StackedMLP = model,
+            cands: list[Candidate] = cands,
+            owners: list[int] = owners,
+        ) -> None:
             if epoch not in stops:
                 return
             for g, (c, s) in enumerate(zip(cands, owners, strict=True)):
@@ -212,8 +217,16 @@ def search(problems: list[Problem], cfg: SearchConfig) -> list[SearchOutcome]:
                 if c.best is None or cp.log_likelihood > c.best.log_likelihood:
                     c.best, c.model = cp, model.select([g])
 
-        train_stacked(model, data, weight_decay(keep, tau, n_fit, cfg.length_scale), cfg.epochs,
-                      gen, batch_size=cfg.batch_size, lr=cfg.lr, on_epoch=checkpoint)  # fmt: skip
+        train_stacked(
+            model,
+            data,
+            weight_decay(keep, tau, n_fit, cfg.length_scale),
+            cfg.epochs,
+            gen,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            on_epoch=checkpoint,
+        )
         for c, s in zip(cands, owners, strict=True):
             found[s].append(c)
         rnd += 1
@@ -276,8 +289,16 @@ def refit(
                 done[g] = model.select([g])
 
     tau = torch.tensor(tau_weight_decay, dtype=torch.float64)
-    train_stacked(model, data, weight_decay(keep_t, tau, n_rows, cfg.length_scale), max(epochs),
-                  gen, batch_size=cfg.batch_size, lr=cfg.lr, on_epoch=snapshot)  # fmt: skip
+    train_stacked(
+        model,
+        data,
+        weight_decay(keep_t, tau, n_rows, cfg.length_scale),
+        max(epochs),
+        gen,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        on_epoch=snapshot,
+    )
     return concat([done[g] for g in range(len(xs))])
 
 

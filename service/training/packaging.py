@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from service import uncertainty
-from service.artifact import (
+from service.artifacts.manifest import (
     NAME_PATTERN,
     GraphArchitecture,
     Manifest,
@@ -34,7 +33,8 @@ from service.artifact import (
     save_weights,
     write_manifest,
 )
-from service.model import MCDropoutModel, load_model
+from service.maths import uncertainty
+from service.serving.model import MCDropoutModel, load_model
 
 Heldout = tuple[Any, Any]  # (x rows, targets or integer labels)
 Check = Callable[[MCDropoutModel], None]
@@ -62,10 +62,20 @@ def import_onnx(
 
     graph = read_graph(path)
     return write_graph_folder(
-        graph, out_dir, task=task, tau=tau, output=output, sites=sites, outputs=outputs,
-        heldout=heldout, class_labels=class_labels, output_names=output_names, name=name,
-        overwrite=overwrite, source={"from": "import-onnx", "file": Path(path).name},
-    )  # fmt: skip
+        graph,
+        out_dir,
+        task=task,
+        tau=tau,
+        output=output,
+        sites=sites,
+        outputs=outputs,
+        heldout=heldout,
+        class_labels=class_labels,
+        output_names=output_names,
+        name=name,
+        overwrite=overwrite,
+        source={"from": "import-onnx", "file": Path(path).name},
+    )
 
 
 def write_graph_folder(
@@ -102,14 +112,20 @@ def write_graph_folder(
     try:
         weights = strip_weights(rew.model)
         arch = GraphArchitecture(
-            graph_sha256=save_graph(rew.model, tmp), input_shape=rew.input_shape,
-            output_dim=rew.output_dim, outputs=outputs,  # type: ignore[arg-type]
-            sites=rew.sites, bytes_per_row=rew.bytes_per_row, source=source or {},
-        )  # fmt: skip
+            graph_sha256=save_graph(rew.model, tmp),
+            input_shape=rew.input_shape,
+            output_dim=rew.output_dim,
+            outputs=outputs,  # type: ignore[arg-type]
+            sites=rew.sites,
+            bytes_per_row=rew.bytes_per_row,
+            source=source or {},
+        )
         regression = task == "regression"
         manifest = Manifest(
-            name=name, task=task,  # type: ignore[arg-type]
-            architecture=arch, tau=(tau or 1.0) if regression else None,
+            name=name,
+            task=task,  # type: ignore[arg-type]
+            architecture=arch,
+            tau=(tau or 1.0) if regression else None,
             input_shape=rew.input_shape,
             output_names=output_names or (["y"] if regression else ["probabilities"]),
             class_labels=class_labels,
@@ -121,7 +137,7 @@ def write_graph_folder(
                 "tau_source": "given" if tau is not None or not regression else "validation_ml",
             },
             weights=WeightsRef(sha256=save_weights(tmp, weights)),
-        )  # fmt: skip
+        )
         write_manifest(tmp, manifest)
         model = load_model(tmp, device="cpu")  # includes the check that dropout is active
         _check_eval_mode(model, graph, rew)
