@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from service.serving.adaptive import predict_adaptive
 from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner
@@ -78,7 +77,6 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     await predictor.runner.start()
     results = []
     for name, x in datasets(Path(args.model_dir), args.fashion_dir):
-        model = predictor.model(name)
         chunks = [x[i : i + args.rows].tolist() for i in range(0, len(x), args.rows)]
         for t_max in args.max_samples:
             used, agree, floor = [], [], []
@@ -88,24 +86,21 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for k, rows in enumerate(chunks):
                     seed = 1000 * rep + k
                     t0 = time.perf_counter()
-                    a = await predict_adaptive(
-                        predictor,
-                        model,
-                        rows,
-                        seed=seed,
-                        threshold=None,
-                        metric=None,
-                        max_samples=t_max,
-                        confidence=args.confidence,
+                    auto = PredictParams(
+                        samples="auto", seed=seed, max_samples=t_max, confidence=args.confidence
                     )
+                    a = (await predictor.infer(name, rows, auto)).result
                     t1 = time.perf_counter()
-                    f = await predictor.predict(model, rows, PredictParams(t_max, seed))
+                    f = (await predictor.infer(name, rows, PredictParams(t_max, seed))).result
                     t2 = time.perf_counter()
                     ta, tf = ta + t1 - t0, tf + t2 - t1
                     if rep == 0:
-                        g = await predictor.predict(model, rows, PredictParams(t_max, seed + 7))
-                        used.append(a.samples_used)
-                        agree.append(a.prediction.abstain == f.abstain)
+                        g = (
+                            await predictor.infer(name, rows, PredictParams(t_max, seed + 7))
+                        ).result
+                        assert a.adaptive is not None
+                        used.append(a.adaptive.samples_used)
+                        agree.append(a.abstain == f.abstain)
                         floor.append(g.abstain == f.abstain)
                 t_auto.append(ta)
                 t_fixed.append(tf)

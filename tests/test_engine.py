@@ -10,6 +10,7 @@ import pytest
 from service import load_model
 from service.engines.base import SampleJob, plan_chunks
 from service.errors import InactiveDropout
+from service.serving.results import ClassificationResult, RegressionResult
 from tests.helpers import linear_model_dir
 
 W = np.array([0.5, -1.0, 2.0, 0.25])
@@ -40,9 +41,8 @@ def test_linear_layer_matches_closed_form(tmp_path: Path, noise: str, rate: floa
     s2 = ys.var()
     m4 = np.mean((ys - ys.mean()) ** 4)
     assert abs(s2 - true_var) < 5 * np.sqrt((m4 - s2**2) / t)
-    assert p.epistemic_variance is not None
+    assert isinstance(p, RegressionResult)
     assert p.epistemic_variance[0, 0] == pytest.approx(s2, rel=1e-6)
-    assert p.aleatoric_variance is not None
     assert p.aleatoric_variance[0, 0] == pytest.approx(1 / 4.0)
 
 
@@ -154,4 +154,4 @@ def test_convnet_samples_have_the_right_shape(tmp_path: Path) -> None:
     flat = model.predict(x[:3].reshape(3, -1), samples=10, seed=0)
     assert nested.mean.shape == (3, 2)
     np.testing.assert_array_equal(nested.mean, flat.mean)
-    assert nested.label is not None and nested.label.shape == (3,)
+    assert isinstance(nested, ClassificationResult) and nested.label.shape == (3,)

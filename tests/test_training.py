@@ -13,6 +13,7 @@ from service.artifacts.data import Dataset, read_csv
 from service.artifacts.manifest import read_manifest
 from service.cli import main
 from service.maths import uncertainty
+from service.serving.results import ClassificationResult
 from service.training.train import TrainConfig, train, validation_split
 
 
@@ -133,4 +134,4 @@ def test_cli_train_on_csv_with_string_labels(tmp_path: Path) -> None:
     assert manifest["class_labels"] == ["cat", "dog"]
     assert manifest["tau"] is None and "weight_decay" in manifest["training"]
     p = load_model(out, device="cpu").predict([[1.0, 1.0]], samples=10, seed=0)
-    assert p.probabilities is not None and p.probabilities.shape == (1, 2)
+    assert isinstance(p, ClassificationResult) and p.probabilities.shape == (1, 2)

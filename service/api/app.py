@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         referrals=recorder,
         admission=admission,
         watches=watches,
+        observer=service_metrics,
     )
     api_keys = load_api_keys(settings)  # ValueError (stops start-up) when unreadable or weak
 

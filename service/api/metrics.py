@@ -8,7 +8,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.serving.model import Prediction
+from service.serving.results import Prediction
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -103,9 +103,7 @@ class ServiceMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_prediction(
-        self, model: str, pred: Prediction, samples_drawn: int | None = None
-    ) -> None:
+    def observe_prediction(self, model: str, result: Prediction) -> None:
         children = self._model_children.get(model)
         if children is None:
             children = self._model_children[model] = (
@@ -115,12 +113,10 @@ class ServiceMetrics:
                 self.uncertainty.labels(model),
             )
         mc_samples, rows, abstentions, hist = children
-        n = int(pred.abstain.shape[0])
-        # Adaptive requests draw a different T per row and pass the total.
-        mc_samples.inc(pred.samples * n if samples_drawn is None else samples_drawn)
-        rows.inc(n)
-        abstentions.inc(int(np.count_nonzero(pred.abstain)))
-        for value in pred.uncertainty.tolist():
+        mc_samples.inc(result.samples_drawn)  # adaptive rows each stop at their own T
+        rows.inc(result.rows)
+        abstentions.inc(int(np.count_nonzero(result.abstain)))
+        for value in result.uncertainty.tolist():
             hist.observe(value)
 
     def observe_batch(self, model: str, rows: int, jobs: int, queue_delay_s: float) -> None:

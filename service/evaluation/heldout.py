@@ -17,6 +17,7 @@ from service.artifacts.data import Dataset
 from service.artifacts.manifest import MANIFEST_NAME, sha256_file
 from service.maths import uncertainty
 from service.serving.model import MCDropoutModel
+from service.serving.results import ClassificationResult, RegressionResult
 
 FloatArray = NDArray[np.float64]
 
@@ -79,13 +80,13 @@ def score_mc(model: MCDropoutModel, ds: Dataset, samples: int, seed: int) -> Sco
     y = _targets(ds, model)
     pred = model.predict(ds.x, samples=samples, seed=seed, return_samples=True)
     if model.task == "classification":
-        assert pred.probabilities is not None and pred.label is not None
+        assert isinstance(pred, ClassificationResult)
         unc = {
             m: np.asarray(getattr(pred, m), np.float64) for m in uncertainty.CLASSIFICATION_METRICS
         }
         wrong = (pred.label != y.astype(np.int64)).astype(np.float64)
         return Scored("mc_dropout", model.task, wrong, unc, probabilities=pred.probabilities)
-    assert pred.raw_samples is not None
+    assert isinstance(pred, RegressionResult) and pred.raw_samples is not None
     # Several outputs: a row is as uncertain as its most uncertain output (as in summarize).
     var_epi = pred.epistemic_variance
     assert var_epi is not None and pred.variance is not None

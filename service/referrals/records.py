@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
-from service.serving.model import MCDropoutModel, Prediction
-
-# Per-row arrays of a Prediction that are not part of the stored breakdown.
-_NOT_BREAKDOWN = {"raw_samples"}
+from service.serving.hooks import Rows
+from service.serving.model import MCDropoutModel
+from service.serving.results import Prediction
 
 
 def new_referral_id() -> str:
@@ -27,12 +25,7 @@ def input_sha256(row: Any) -> str:
 
 def breakdown(pred: Prediction, i: int, class_labels: list[str] | None) -> dict[str, Any]:
     """Row i of the prediction, as the client saw it (every per-row field)."""
-    out: dict[str, Any] = {}
-    for f in fields(pred):
-        value = getattr(pred, f.name)
-        if f.name in _NOT_BREAKDOWN or not isinstance(value, np.ndarray):
-            continue
-        out[f.name] = value[i].tolist()
+    out: dict[str, Any] = {name: value[i].tolist() for name, value in pred.outputs().items()}
     if class_labels and "label" in out:
         out["class_label"] = class_labels[out["label"]]
     out["reason"] = pred.reason[i] if pred.reason else None
@@ -42,7 +35,7 @@ def breakdown(pred: Prediction, i: int, class_labels: list[str] | None) -> dict[
 def referral_rows(
     name: str,
     model: MCDropoutModel,
-    inputs: list[Any],
+    inputs: Rows,
     pred: Prediction,
     request_id: str,
     ids: list[str | None],
@@ -57,6 +50,9 @@ def referral_rows(
     for i, rid in enumerate(ids):
         if rid is None:
             continue
+        row = inputs[i]
+        if isinstance(row, np.ndarray):  # a decoded V2 tensor: stored as JSON lists
+            row = row.tolist()
         rows.append(
             {
                 "id": rid,
@@ -67,8 +63,8 @@ def referral_rows(
                 "task": m.task,
                 "created_at": now,
                 "status": PENDING,
-                "input": inputs[i] if store_inputs else None,
-                "input_sha256": input_sha256(inputs[i]),
+                "input": row if store_inputs else None,
+                "input_sha256": input_sha256(row),
                 "input_shape": list(m.input_shape),
                 "feature_names": m.feature_names,
                 "output_names": m.output_names,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,36 +19,10 @@ from service.artifacts.manifest import GraphArchitecture, Manifest, read_manifes
 from service.engines.base import Engine, SampleJob
 from service.errors import InactiveDropout, InvalidInput
 from service.maths import uncertainty
+from service.serving.results import ClassificationResult, Prediction, RegressionResult
 from service.serving.row_shapes import first_bad_row
 
 MAX_SEED = 2**63 - 1
-
-
-@dataclass
-class Prediction:
-    """MC dropout prediction for N rows. Regression fields are in the target's original units."""
-
-    task: str
-    samples: int  # T
-    seed: int
-    metric: str
-    threshold: float
-    mean: NDArray[np.float64]  # (N, D); classification: mean probabilities
-    variance: NDArray[np.float64]  # (N, D); total predictive variance / per-class variance
-    uncertainty: NDArray[np.float64]  # (N,) the value compared with the threshold
-    abstain: NDArray[np.bool_]  # (N,)
-    std: NDArray[np.float64] | None = None
-    epistemic_variance: NDArray[np.float64] | None = None
-    aleatoric_variance: NDArray[np.float64] | None = None
-    probabilities: NDArray[np.float64] | None = None
-    label: NDArray[np.int64] | None = None
-    predictive_entropy: NDArray[np.float64] | None = None
-    mutual_information: NDArray[np.float64] | None = None
-    variation_ratio: NDArray[np.float64] | None = None
-    raw_samples: NDArray[np.float32] | None = None  # (T, N, D), original units / probabilities
-    referral_ids: list[str | None] | None = None  # per row, set when abstained rows were referred
-    # Per row: why it abstains whatever the threshold (e.g. its outputs overflowed), else None.
-    reason: list[str | None] | None = None
 
 
 def _ragged(rows: Any, shape: list[int], field: str) -> InvalidInput:
@@ -167,44 +140,16 @@ class MCDropoutModel:
         metric: str | None = None,
         return_samples: bool = False,
     ) -> Prediction:
-        """Turn the engine's (T, N, D) outputs into the prediction."""
+        """Turn the engine's (T, N, D) outputs into the prediction, over all N rows at once."""
         m = self.resolve_metric(metric)
         thr = self.manifest.threshold if threshold is None else float(threshold)
-        t = raw.shape[0]
         if self.task == "regression":
-            ys = self.to_target_units(raw)
-            assert self.manifest.tau is not None  # guaranteed for regression manifests
-            mom = uncertainty.regression_moments(ys, self.manifest.tau)
-            values = {
-                "std": mom.std,
-                "variance": mom.variance,
-                "epistemic_std": np.sqrt(mom.epistemic_variance),
-            }
-            # With several outputs the row is as uncertain as its most uncertain output.
-            unc = values[m].max(axis=1)
-            pred = Prediction(
-                task=self.task,
-                samples=t,
-                seed=seed,
-                metric=m,
-                threshold=thr,
-                mean=mom.mean,
-                variance=mom.variance,
-                uncertainty=unc,
-                abstain=_abstain(unc, thr),
-                std=mom.std,
-                epistemic_variance=mom.epistemic_variance,
-                aleatoric_variance=mom.aleatoric_variance,
-            )
-            if return_samples:
-                pred.raw_samples = ys.astype(np.float32)
-            return pred
+            return self._regression(raw, seed, m, thr, return_samples)
         probs = uncertainty.softmax(raw, axis=2)
         cm = uncertainty.classification_measures(probs)
         unc = getattr(cm, m)
-        pred = Prediction(
-            task=self.task,
-            samples=t,
+        return ClassificationResult(
+            samples=raw.shape[0],
             seed=seed,
             metric=m,
             threshold=thr,
@@ -212,15 +157,41 @@ class MCDropoutModel:
             variance=cm.variance,
             uncertainty=unc,
             abstain=_abstain(unc, thr),
+            raw_samples=probs.astype(np.float32) if return_samples else None,
             probabilities=cm.probabilities,
             label=cm.label,
             predictive_entropy=cm.predictive_entropy,
             mutual_information=cm.mutual_information,
             variation_ratio=cm.variation_ratio,
         )
-        if return_samples:
-            pred.raw_samples = probs.astype(np.float32)
-        return pred
+
+    def _regression(
+        self, raw: NDArray[np.float32], seed: int, metric: str, thr: float, return_samples: bool
+    ) -> RegressionResult:
+        ys = self.to_target_units(raw)
+        assert self.manifest.tau is not None  # guaranteed for regression manifests
+        mom = uncertainty.regression_moments(ys, self.manifest.tau)
+        values = {
+            "std": mom.std,
+            "variance": mom.variance,
+            "epistemic_std": np.sqrt(mom.epistemic_variance),
+        }
+        # With several outputs the row is as uncertain as its most uncertain output.
+        unc = values[metric].max(axis=1)
+        return RegressionResult(
+            samples=raw.shape[0],
+            seed=seed,
+            metric=metric,
+            threshold=thr,
+            mean=mom.mean,
+            variance=mom.variance,
+            uncertainty=unc,
+            abstain=_abstain(unc, thr),
+            raw_samples=ys.astype(np.float32) if return_samples else None,
+            std=mom.std,
+            epistemic_variance=mom.epistemic_variance,
+            aleatoric_variance=mom.aleatoric_variance,
+        )
 
     def to_target_units(self, raw: NDArray[np.floating]) -> NDArray[np.float64]:
         out: NDArray[np.float64] = np.array(raw, np.float64)  # a copy: scaled in place below

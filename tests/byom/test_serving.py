@@ -18,6 +18,7 @@ from service.api.app import create_app
 from service.cli import main
 from service.config import Settings
 from service.serving.model import load_model
+from service.serving.results import ClassificationResult
 from service.training.packaging import import_onnx
 from tests.api.conftest import running
 from tests.byom.graphs import MLP, Q, dropout_graph
@@ -135,8 +136,9 @@ def test_calibrate_and_evaluate_run_on_a_packaged_model(
     folder = package_torch(MLP(), torch.randn(4, Q), tmp_path / "m", task="classification")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, Q))
-    y = load_model(folder).predict(x, samples=30, seed=0).label  # labels it mostly gets right
-    assert y is not None
+    p = load_model(folder).predict(x, samples=30, seed=0)
+    assert isinstance(p, ClassificationResult)
+    y = p.label  # labels it mostly gets right
     flip = rng.random(300) < 0.2
     y = np.where(flip, (y + 1) % 3, y)
     np.savez(tmp_path / "heldout.npz", x=x, y=y)

@@ -14,6 +14,7 @@ from service.artifacts.data import read_npz
 from service.cli import main
 from service.referrals.export import resolved_dataset
 from service.referrals.store import ReferralStore
+from service.serving.results import ClassificationResult
 from tests.referrals.conftest import clf_row, minutes, reg_row
 
 
@@ -135,7 +136,7 @@ def test_calibrate_from_referrals_uses_and_reports_the_resolved_items(
     assert main(argv) == 0
     out = capsys.readouterr().out
     p = load_model(folder).predict(x, samples=10, seed=0)
-    assert p.label is not None
+    assert isinstance(p, ClassificationResult)
     acc = float(np.mean(p.label == truth))
     assert f"resolved referrals: 60 rows; model accuracy on them {acc:.3f}" in out
     cal = read_manifest(folder).calibration
