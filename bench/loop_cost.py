@@ -8,7 +8,9 @@ cores with the server. This one calls the ASGI app directly (no sockets, no clie
   loop:   CPU time of the event-loop thread (time.thread_time), the serial part of a server;
   others: CPU time of every other thread (batcher, torch thread, mask threads);
   wall:   elapsed time / requests.
-for GET /health/live (the trivial endpoint) and POST /v1/models/{model}/predict (N=1, T=100),
+for GET /health/live (the trivial endpoint), POST /v1/models/{model}/predict (N=1, T=100) and
+the same request over V2 (POST /v2/models/{model}/infer, JSON tensor in, the mean, variance,
+uncertainty and abstain tensors out),
 where `ref` is bench/serve_load.py's reference MLP (written to a temporary folder),
 alternating over the repeats, with the ratio of predict to trivial measured in the same run.
 Python runs one thread at a time, so loop + others close to wall means the two take turns.
@@ -128,9 +130,20 @@ async def run(args: argparse.Namespace, model_dir: Path) -> None:
         row = [0.01] * app.state.predictor.model(args.model).manifest.input_size
         body = json.dumps({"inputs": [row], "samples": 100}).encode()  # a fresh seed each
         path = f"/v1/models/{args.model}/predict"
+        v2_body = json.dumps(
+            {
+                "parameters": {"samples": 100},
+                "inputs": [
+                    {"name": "input", "shape": [1, len(row)], "datatype": "FP64", "data": row}
+                ],
+                "outputs": [{"name": n} for n in ("mean", "variance", "uncertainty", "abstain")],
+            }
+        ).encode()
+        v2_path = f"/v2/models/{args.model}/infer"
         variants: dict[str, Callable[[], Awaitable[int]]] = {
             "trivial": lambda: call(app, "GET", "/health/live", b""),
             "predict": lambda: call(app, "POST", path, body),
+            "v2": lambda: call(app, "POST", v2_path, v2_body),
         }
         for request in variants.values():  # warm-up
             await measure(request, args.concurrency, 200)
@@ -147,10 +160,11 @@ async def run(args: argparse.Namespace, model_dir: Path) -> None:
     print(f"{'':10}{'loop':>8}{'others':>8}{'wall':>8}")
     for name, m in med.items():
         print(f"{name:10}{m['loop_us']:8.0f}{m['others_us']:8.0f}{m['wall_us']:8.0f}")
-    print(
-        f"predict / trivial: loop {med['predict']['loop_us'] / med['trivial']['loop_us']:.2f}, "
-        f"wall {med['predict']['wall_us'] / med['trivial']['wall_us']:.2f}"
-    )
+    for name in ("predict", "v2"):
+        print(
+            f"{name} / trivial: loop {med[name]['loop_us'] / med['trivial']['loop_us']:.2f}, "
+            f"wall {med[name]['wall_us'] / med['trivial']['wall_us']:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -275,3 +275,28 @@ async def test_repository_index_lists_states(v2: httpx.AsyncClient) -> None:
     }
     ready = (await v2.post("/v2/repository/index", json={"ready": True})).json()
     assert "broken" not in {m["name"] for m in ready}
+
+
+async def test_v2_hands_the_decoded_array_to_the_data_plane(
+    serving_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(serving_dir / "tiny_clf", tmp_path / "tiny_clf")
+    app = create_app(Settings(model_dir=str(tmp_path)))
+    seen: list[Any] = []
+    async with running(app) as c:
+        predictor = app.state.predictor
+        infer = predictor.infer
+
+        async def spy(name: str | None, rows: Any, params: Any) -> Any:
+            seen.append(rows)
+            return await infer(name, rows, params)
+
+        monkeypatch.setattr(predictor, "infer", spy)
+        body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": CLF_ROW}]}
+        r = await c.post("/v2/models/tiny_clf/infer", json=body)
+        assert r.status_code == 200, r.text
+        r = await c.post("/v1/models/tiny_clf/predict", json={"inputs": [CLF_ROW]})
+        assert r.status_code == 200, r.text
+    # V2: the tensor as decoded, no round trip through lists; REST: the validated JSON rows.
+    assert isinstance(seen[0], np.ndarray) and seen[0].shape == (1, 4)
+    assert seen[1] == [CLF_ROW]

@@ -157,10 +157,11 @@ async def repository_index(request: Request, predictor: PredictorDep) -> Respons
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
 @v2_errors
-async def infer(
-    name: str, request: Request, predictor: PredictorDep, version: str | None = None
-) -> Response:
+async def infer(name: str, request: Request, version: str | None = None) -> Response:
     """Run the model on the one input tensor `input` ([N, ...input_shape] or [N, features])."""
+    # The hot path takes the predictor from app.state, as /predict does: FastAPI would solve a
+    # dependency per request.
+    predictor: Predictor = request.app.state.predictor
     _entry(predictor, name, version)
     request.state.model = name
     predictor.model(name)  # not ready: 503 before the body is read
