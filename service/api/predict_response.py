@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from service.serving.predictor import Inference
 from service.serving.results import Prediction, RegressionResult
@@ -111,6 +111,11 @@ class PredictResponse(BaseModel):
     )
 
 
+# Every row of a batch validated in one call into pydantic's core, not one call per row.
+_REGRESSION_ROWS = TypeAdapter(list[RegressionPrediction])
+_CLASSIFICATION_ROWS = TypeAdapter(list[ClassificationPrediction])
+
+
 def to_response(out: Inference, request_id: str) -> PredictResponse:
     """A typed result → one object per row. `tolist()` converts whole arrays at C speed, and
     pydantic validates each row in Rust (model_construct would run in Python, slower here)."""
@@ -121,7 +126,7 @@ def to_response(out: Inference, request_id: str) -> PredictResponse:
         columns["std"] = result.std.tolist()
         columns["epistemic_variance"] = result.epistemic_variance.tolist()
         columns["aleatoric_variance"] = result.aleatoric_variance.tolist()
-        rows = [RegressionPrediction(**row) for row in _rows(columns)]
+        rows = _REGRESSION_ROWS.validate_python(_rows(columns))
     else:
         labels = result.label.tolist()
         names = manifest.class_labels
@@ -131,7 +136,7 @@ def to_response(out: Inference, request_id: str) -> PredictResponse:
         columns["predictive_entropy"] = result.predictive_entropy.tolist()
         columns["mutual_information"] = result.mutual_information.tolist()
         columns["variation_ratio"] = result.variation_ratio.tolist()
-        rows = [ClassificationPrediction(**row) for row in _rows(columns)]
+        rows = _CLASSIFICATION_ROWS.validate_python(_rows(columns))
     return PredictResponse(
         model=out.name,
         version=manifest.version,
