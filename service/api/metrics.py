@@ -62,6 +62,12 @@ class ServiceMetrics:
         self.model_ready = Gauge(
             "mcdrop_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r
         )
+        self._add_batch_metrics(r)
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._model_children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
+
+    def _add_batch_metrics(self, r: CollectorRegistry) -> None:
+        """What the dynamic batcher does: requests and rows per pass, and the queueing."""
         self.batch_jobs = Histogram(
             "mcdrop_batch_requests",
             "Requests stacked into one batched MC pass by the dynamic batcher.",
@@ -83,8 +89,6 @@ class ServiceMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
-        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._model_children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
 
     # Every request records a few series; `labels()` resolves a child by its label values each
     # time, so the children are kept here. Label sets are bounded: routes, statuses
