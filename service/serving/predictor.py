@@ -150,14 +150,13 @@ class Predictor:
         n = _row_count(rows)
         t_max = self._checked_samples(model, n, params.max_samples, "max_samples", params)
         x = model.prepare(rows)
+        confidence = params.confidence
         spec = AdaptiveSpec(
             max_samples=t_max,
             seed=draw_seed() if params.seed is None else params.seed,
             threshold=model.manifest.threshold if params.threshold is None else params.threshold,
             metric=model.resolve_metric(params.metric),
-            confidence=sequential.DEFAULT_CONFIDENCE
-            if params.confidence is None
-            else params.confidence,
+            confidence=sequential.DEFAULT_CONFIDENCE if confidence is None else confidence,
         )
         # Admitted at its worst case, max_samples x rows, for the whole run of rounds.
         async with self.admitted(t_max * n, params.timeout_ms):

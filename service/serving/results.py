@@ -119,7 +119,6 @@ class ClassificationResult(_Result):
 
 # The library's name for either result: `load_model(...).predict(...)` returns one.
 Prediction: TypeAlias = RegressionResult | ClassificationResult
-Result: TypeAlias = Prediction
 
 
 __all__ = [
@@ -127,6 +126,5 @@ __all__ = [
     "ClassificationResult",
     "Prediction",
     "RegressionResult",
-    "Result",
     "Task",
 ]
