@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from service.training.tuning.search import Axis
-from service.training.tuning.stacked_search import Problem, SearchConfig, concat, refit, search
+from service.training.tuning.stack_models import concat, refit
+from service.training.tuning.stacked_search import Problem, SearchConfig, search
 from service.training.uci.data import UciDataset
 from service.training.uci.ensemble import EnsembleConfig, run_ensemble
 from service.training.uci.protocol import score, standardise, summarise
