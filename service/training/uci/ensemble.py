@@ -23,7 +23,7 @@ from service.training.tuning.search import fit_tau, gaussian_log_likelihood_of_t
 from service.training.tuning.stack_models import refit
 from service.training.tuning.stacked_search import Problem, SearchConfig, generator, weight_decay
 from service.training.uci.data import UciDataset
-from service.training.uci.protocol import Standardised
+from service.training.uci.scoring import Standardised
 
 
 @dataclass(frozen=True)
