@@ -8,7 +8,6 @@ import pytest
 from service.artifacts.manifest import read_manifest
 from service.errors import InvalidInput
 from service.serving.model import load_model
-
 from tests.conftest import MODELS
 
 FASHION = MODELS / "fashion-mnist"

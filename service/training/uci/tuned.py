@@ -35,8 +35,8 @@ class TunedConfig:
     budget: int = 8  # networks trained per split in the search
     per_round: int = 2
     epoch_multiplier: int = 10  # the cap: n_epochs x this ...
-    # ... or enough epochs for this many Adam steps, if more: 10 x 40 epochs of yacht's 7
-    # minibatches stop far from convergence (the search's best epoch sat at the cap).
+    # ... or enough epochs for this many Adam steps, if more: on the small sets 10 x n_epochs
+    # of a few minibatches stop far from convergence (docs/tuning.md).
     min_steps: int = 10_000
     checkpoints: int = 8
     val_fraction: float = 0.2
