@@ -31,6 +31,7 @@ from service.api.routes import (
 )
 from service.api.watch_metrics import WatchCollector
 from service.config import Settings
+from service.engines import EngineRuntime
 from service.serving.admission import AdmissionController
 from service.serving.predictor import Limits, Predictor
 from service.serving.registry import ModelRegistry
@@ -89,12 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = ModelRegistry(
         settings.model_dir,
         default_model=settings.default_model,
-        device=settings.device,
-        engine=settings.engine,
-        max_activation_mb=settings.max_activation_mb,
-        num_threads=settings.num_threads,
-        engine_workers=settings.engine_workers,
-        precision=settings.precision,
+        runtime=EngineRuntime.from_settings(settings),
     )
     limits = Limits(
         max_rows=settings.max_rows,

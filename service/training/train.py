@@ -32,6 +32,7 @@ from service.artifacts.manifest import (
 )
 from service.engines.base import SampleJob
 from service.engines.nets import build_net, weight_layers
+from service.engines.runtime import EngineRuntime
 from service.engines.torch_engine import TorchEngine
 from service.maths import uncertainty
 
@@ -177,7 +178,7 @@ def train(
 
     # Held-out metrics with MC dropout (T=100, fixed seed), and tau / threshold from them.
     eval_idx = va if len(va) else tr[: min(len(tr), 1000)]
-    engine = TorchEngine(net, input_shape, device="cpu")
+    engine = TorchEngine(net, input_shape, EngineRuntime(device="cpu"))
     raw = engine.sample_many([SampleJob(xn[eval_idx], 100, cfg.seed)])[0]
     metrics: dict[str, float] = {}
     tau_final: float | None = None
