@@ -63,7 +63,7 @@ class TorchEngine:
             mod.to(self._dtype)
         self.mask_strategy = self._mask_strategy(runtime)
         self._out_features = self._net(torch.zeros(1, *input_shape, device=self.device)).shape[1]
-        self._plan_chunks(input_shape, runtime.max_activation_mb)
+        self._size_chunks(input_shape, runtime.max_activation_mb)
 
     def _mask_strategy(self, runtime: EngineRuntime) -> MaskStrategy:
         sites = list(self._sites.values())
@@ -71,7 +71,7 @@ class TorchEngine:
             return CpuMasks(sites, runtime.calls, torch.get_num_threads())
         return AcceleratorMasks(sites, self.device, self._dtype, runtime.precision == "tf32")
 
-    def _plan_chunks(self, input_shape: list[int], max_activation_mb: float) -> None:
+    def _size_chunks(self, input_shape: list[int], max_activation_mb: float) -> None:
         """Set `bytes_per_row` and `max_rows`: per stacked row a pass holds two activations (a
         layer's input and output) and the noise the mask strategy keeps for the chunk."""
         widest = self._widest_activation(input_shape)
