@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from service.engines import masks, torch_masks
+from service.engines.base import CACHE_CHUNK_BYTES
 from service.engines.mask_filler import MaskFiller
 from service.engines.runtime import CallThreads
 from service.engines.torch_runtime import matmul_tf32
 
-_CACHE_CHUNK_BYTES = 4 * 2**20
 _R = TypeVar("_R")
 
 
@@ -85,9 +85,7 @@ class CpuMasks:
         return 0 if site.noise == "bernoulli" else 4 * site.elements
 
     def max_rows(self, budget_rows: int, activation_bytes: int) -> int:
-        # A chunk also stays near cache size: the mask and ReLU passes then re-read an
-        # activation from L2/L3 instead of memory (docs/performance.md).
-        return max(1, min(budget_rows, _CACHE_CHUNK_BYTES // activation_bytes))
+        return max(1, min(budget_rows, CACHE_CHUNK_BYTES // activation_bytes))
 
     def draw(self, rows: masks.MaskRows) -> list[torch.Tensor | None]:
         return [

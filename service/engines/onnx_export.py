@@ -150,7 +150,7 @@ def verify(
     not the shared mask rule. Tolerances: means within 5 standard errors of a difference of two
     T-sample means; variance ratio within 1 +- 0.2 (the sample variance's relative SE is about
     sqrt(2/T) = 0.03 at T=2000 for Gaussian outputs; 0.2 leaves room for heavy tails while still
-    catching a lost mask, which cut the variance 4-10x in the EliminateDropout measurement).
+    catching a lost mask, which cuts the variance several-fold).
     """
     from service.engines.onnx_engine import OnnxEngine
 
