@@ -84,7 +84,8 @@ def start(variant: str, model_dir: Path, port: int, tmp: str, trace: bool) -> An
     env |= {"MCDROP_REFERRAL_SPOOL": f"{tmp}/spool.jsonl", **VARIANTS[variant]}
     log = str(RESULTS / f"liveness-trace-{variant}.log") if trace else ""
     args = [sys.executable, __file__, "--serve", "--port", str(port), "--trace-file", log]
-    proc = subprocess.Popen([*args, "--model-dir", str(model_dir)], env=env)
+    args += ["--model-dir", str(model_dir)]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
         try:

@@ -31,6 +31,7 @@ from service.api.routes import (
 )
 from service.api.watch_metrics import WatchCollector
 from service.config import Settings
+from service.engines import EngineRuntime
 from service.serving.admission import AdmissionController
 from service.serving.predictor import Limits, Predictor
 from service.serving.registry import ModelRegistry
@@ -86,12 +87,7 @@ def _make_registry(settings: Settings) -> ModelRegistry:
     return ModelRegistry(
         settings.model_dir,
         default_model=settings.default_model,
-        device=settings.device,
-        engine=settings.engine,
-        max_activation_mb=settings.max_activation_mb,
-        num_threads=settings.num_threads,
-        engine_workers=settings.engine_workers,
-        precision=settings.precision,
+        runtime=EngineRuntime.from_settings(settings),
     )
 
 

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from service.engines.base import SampleJob
+from service.engines.runtime import EngineRuntime
 from service.engines.torch_engine import TorchEngine
 from service.maths import uncertainty
 from service.training.rows import Rows
@@ -34,7 +35,7 @@ def validation_figures(
     seed: int,
 ) -> ValidationFigures:
     """tau: the given model precision, or None to fit it here (regression)."""
-    engine = TorchEngine(net, input_shape, device="cpu")
+    engine = TorchEngine(net, input_shape, EngineRuntime(device="cpu"))
     raw = engine.sample_many([SampleJob(rows.x[eval_idx], VALIDATION_SAMPLES, seed)])[0]
     metrics: dict[str, float]
     if rows.y is not None:
