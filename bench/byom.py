@@ -39,7 +39,8 @@ from perf import interleaved, reference_mlp
 
 from service.engines.base import Engine, SampleJob
 from service.engines.onnx_engine import session_options
-from service.engines.torch_engine import TorchEngine, on_torch_thread
+from service.engines.runtime import EngineRuntime
+from service.engines.torch_engine import TorchEngine
 from service.serving.model import load_model
 from service.training.torch_package import mc_mode, package_torch
 
@@ -55,7 +56,8 @@ def packaged(module: nn.Module, folder: Path) -> Engine:
 def part_mlp(tmp: Path, reps: int) -> list[dict[str, object]]:
     net = reference_mlp(Q)
     ours = packaged(net, tmp / "mlp")
-    builtin = on_torch_thread(TorchEngine, net, [Q], "cpu")
+    cpu = EngineRuntime(device="cpu")
+    builtin = cpu.calls.run(TorchEngine, net, [Q], cpu)
     rows = []
     for n, t in [(1, 100), (32, 50)]:
         x = np.random.default_rng(0).standard_normal((n, Q)).astype(np.float32)

@@ -40,6 +40,7 @@ from torch import nn
 from service.engines import masks, torch_masks
 from service.engines.base import SampleJob
 from service.engines.nets import MCDropout
+from service.engines.runtime import EngineRuntime
 from service.engines.torch_engine import TorchEngine
 from service.serving.model import load_model
 
@@ -118,15 +119,17 @@ def engine_checks(name: str, cpu: Any, gpu: Any, gpu_small: Any, x: np.ndarray) 
 
 def mlp_checks() -> nn.Sequential:
     net = reference_mlp(64)
-    cpu = TorchEngine(net, [64], "cpu")
-    gpu = TorchEngine(net, [64], DEVICE, max_activation_mb=4096)
-    small = TorchEngine(net, [64], DEVICE, max_activation_mb=1)
+    cpu = TorchEngine(net, [64], EngineRuntime(device="cpu"))
+    gpu = TorchEngine(net, [64], EngineRuntime(device=DEVICE, max_activation_mb=4096))
+    small = TorchEngine(net, [64], EngineRuntime(device=DEVICE, max_activation_mb=1))
     check("caller's module stays on the cpu", next(net.parameters()).device.type == "cpu")
     x = np.random.default_rng(0).standard_normal((6, 64)).astype(np.float32)
     engine_checks("reference MLP", cpu, gpu, small, x)
     before = torch.get_float32_matmul_precision()
     if DEVICE == "cuda":
-        TorchEngine(net, [64], DEVICE, precision="tf32").sample_many([SampleJob(x, 8, 1)])
+        TorchEngine(net, [64], EngineRuntime(device=DEVICE, precision="tf32")).sample_many(
+            [SampleJob(x, 8, 1)]
+        )
     after = torch.get_float32_matmul_precision()
     check("tf32 engine leaves matmul precision alone", before == after, before=before, after=after)
     return net
@@ -162,7 +165,8 @@ def convnet_checks() -> None:
 def tflops(net: nn.Sequential) -> None:
     rows: list[dict[str, Any]] = []
     for precision in ("float32", "tf32", "bf16") if DEVICE == "cuda" else ("float32",):
-        eng = TorchEngine(net, [64], DEVICE, max_activation_mb=8192, precision=precision)
+        runtime = EngineRuntime(device=DEVICE, max_activation_mb=8192, precision=precision)
+        eng = TorchEngine(net, [64], runtime)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)])
         plain = plain.to(DEVICE, dtype).eval()  # a copy: net itself is the CPU reference

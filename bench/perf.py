@@ -39,10 +39,13 @@ from torch import nn
 from service.artifacts.manifest import DropoutSpec, MLPArchitecture
 from service.engines.base import SampleJob
 from service.engines.nets import MCDropout, build_mlp
-from service.engines.torch_engine import TorchEngine, configure_threads, on_torch_thread
+from service.engines.runtime import EngineRuntime
+from service.engines.torch_engine import TorchEngine
+from service.engines.torch_runtime import apply_thread_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [(1, 100), (32, 50), (256, 30), (1, 1000)]
+CPU = EngineRuntime(device="cpu")  # one torch thread for every engine and variant here
 
 
 def interleaved(fs: dict[str, Callable[[], object]], reps: int) -> dict[str, dict[str, float]]:
@@ -77,10 +80,9 @@ def reps_for(rows: int, quick: bool) -> int:
 
 def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
     net = reference_mlp(q)
-    # Every variant runs on the engine's torch thread (service.engines.torch_engine.
-    # on_torch_thread), as the service runs it: one OpenMP team in the process, and the same
-    # hand-off cost in each variant.
-    engine = on_torch_thread(TorchEngine, net, [q], "cpu")
+    # Every variant runs on the engine's torch thread (EngineRuntime.calls), as the service
+    # runs it: one OpenMP team in the process, and the same hand-off cost in each variant.
+    engine = CPU.calls.run(TorchEngine, net, [q], CPU)
     plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)]).eval()
     rng = np.random.default_rng(0)
     out = []
@@ -97,7 +99,7 @@ def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
                 with torch.inference_mode():
                     return plain(stacked).numpy()
 
-            return on_torch_thread(run)
+            return CPU.calls.run(run)
 
         def loop(xt: torch.Tensor = xt, t: int = t) -> object:
             def run() -> object:
@@ -105,7 +107,7 @@ def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
                 with torch.inference_mode():
                     return torch.stack([net(xt) for _ in range(t)]).numpy()
 
-            return on_torch_thread(run)
+            return CPU.calls.run(run)
 
         fs: dict[str, Callable[[], object]] = {"ours": ours, "chain": chain}
         if with_loop and (n, t) in [(1, 100), (32, 50)]:
@@ -169,8 +171,10 @@ def part_d(quick: bool) -> list[dict[str, object]]:
         )
         write_manifest(tmp, manifest)
         export_onnx(tmp, samples=500)
-        onnx_engine = load_onnx_engine(tmp, manifest, 256.0, torch.get_num_threads())
-        torch_engine = on_torch_thread(TorchEngine, net, [64], "cpu")
+        onnx_engine = load_onnx_engine(
+            tmp, manifest, EngineRuntime(engine="onnx", threads=torch.get_num_threads())
+        )
+        torch_engine = CPU.calls.run(TorchEngine, net, [64], CPU)
         rng = np.random.default_rng(0)
         out = []
         for n, t in SHAPES[:3]:
@@ -204,10 +208,9 @@ def part_d(quick: bool) -> list[dict[str, object]]:
 
 _RSS_CHILD = """
 import sys, numpy as np
-from service.engines.torch_engine import configure_threads
-from service.engines.base import SampleJob
+from service.engines import EngineRuntime, SampleJob, start_runtime
 from service.serving.model import load_model
-configure_threads(int(sys.argv[4]))
+start_runtime(EngineRuntime(threads=int(sys.argv[4])))
 m = load_model(sys.argv[1], device="cpu", max_activation_mb=float(sys.argv[2]))
 n = int(sys.argv[3]); t = 10_000_000 // n
 x = m.prepare(np.zeros((n, m.manifest.input_size)))
@@ -287,7 +290,7 @@ def main() -> None:
     ap.add_argument("--parts", default="abde", help="which parts to run (b runs with a)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "perf.json"))
     args = ap.parse_args()
-    configure_threads(args.threads or None)
+    apply_thread_settings(EngineRuntime(threads=args.threads))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
     result: dict[str, Any] = {
         "torch": torch.__version__,

@@ -56,10 +56,11 @@ def observe_seconds(model_dir: Path, body: bytes, calls: int = 20_000) -> float:
     """In process: seconds per `CalibrationWatches.observe` on a real one-row prediction."""
     import time
 
+    from service.engines.runtime import EngineRuntime
     from service.serving.registry import ModelRegistry
     from service.serving.watch import CalibrationWatches
 
-    registry = ModelRegistry(model_dir, device="cpu")
+    registry = ModelRegistry(model_dir, runtime=EngineRuntime(device="cpu"))
     registry.load_all()
     model = registry.get("diabetes")
     pred = model.predict(json.loads(body)["inputs"], samples=T, seed=0)

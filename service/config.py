@@ -70,7 +70,8 @@ class Settings(BaseSettings):
 
     num_threads: int = Field(default=0, ge=0)
     """Intra-op threads of the torch engine, per engine worker (0: torch's default, one per
-    core, with one worker; cores / engine_workers with several)."""
+    core, with one worker; cores / engine_workers with several), and of each onnxruntime
+    session (0: every core)."""
 
     engine_workers: int = Field(default=1, ge=1, le=64)
     """MC passes the torch engine runs at once on the CPU, each on its own thread with

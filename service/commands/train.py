@@ -22,6 +22,13 @@ def register(sub: Any) -> None:
     p.add_argument("--target", help="CSV target column name")
     p.add_argument("--name", help="model name (default: the --out folder's name)")
     p.add_argument("--out", required=True, help="output folder, e.g. models/diabetes")
+    _network_options(p)
+    _training_options(p)
+    p.set_defaults(func=run)
+
+
+def _network_options(p: argparse.ArgumentParser) -> None:
+    """The network: architecture, widths, activation and dropout."""
     p.add_argument(
         "--arch",
         choices=["mlp", "convnet"],
@@ -51,6 +58,10 @@ def register(sub: Any) -> None:
         help="dropout noise: bernoulli masks, or gaussian multiplicative noise of the same "
         "mean and variance",
     )
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    """The fit: epochs, optimiser, validation split, prior, input scaling."""
     p.add_argument("--epochs", type=int, default=100, help="passes over the training rows")
     p.add_argument("--batch-size", type=int, default=32, help="rows per optimiser step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -78,7 +89,6 @@ def register(sub: Any) -> None:
         help="images: how the review page draws the value 0 (white for dark ink on paper)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,13 @@ def register(sub: Any) -> None:
     p.add_argument("--target", help="CSV target column name")
     p.add_argument("--name", help="model name (default: the --out folder's name)")
     p.add_argument("--out", required=True, help="output folder, e.g. models/houses")
+    _training_options(p)
+    _search_options(p)
+    p.set_defaults(func=run)
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    """The network and its fit."""
     p.add_argument("--hidden", type=int, default=50, help="units of the hidden layer")
     p.add_argument(
         "--layers",
@@ -54,6 +61,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--length-scale", type=float, default=1e-2, help="prior length-scale l")
     p.add_argument("--input-scale", type=float, default=1.0, help="multiply inputs first")
+
+
+def _search_options(p: argparse.ArgumentParser) -> None:
+    """The search: its budget, starting grid, validation scoring and threads."""
     p.add_argument("--budget", type=int, default=8, help="networks trained in the whole search")
     p.add_argument(
         "--dropout-start",
@@ -83,7 +94,6 @@ def register(sub: Any) -> None:
         action="store_true",
         help="train the chosen settings again on all rows (tau as validated)",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

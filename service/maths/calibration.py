@@ -179,6 +179,22 @@ def candidate_thresholds(
     return out
 
 
+def _test_candidates(
+    cands: FloatArray, u_test: FloatArray, loss_test: FloatArray, alpha: float, binary: bool
+) -> tuple[NDArray[np.int64], FloatArray, FloatArray]:
+    """Per candidate threshold: retained test rows, their summed loss, and the p-value of
+    "retained risk > alpha"."""
+    ut = np.where(np.isfinite(u_test), u_test, np.inf)
+    retained = ut[None, :] <= cands[:, None]  # (C, n_test)
+    n_t = retained.sum(axis=1)
+    loss_sum = (retained * loss_test[None, :]).sum(axis=1)
+    if binary:
+        pvals = binomial_pvalue(np.round(loss_sum).astype(np.int64), n_t, alpha)
+    else:
+        pvals = hoeffding_bentkus_pvalue(loss_sum / np.maximum(n_t, 1), n_t, alpha)
+    return n_t, loss_sum, pvals
+
+
 def calibrate_risk(
     uncertainty: NDArray[np.floating],
     loss: NDArray[np.floating],
@@ -204,15 +220,7 @@ def calibrate_risk(
         raise ValueError("loss must be 0/1 (binary) or in [0, 1]")
     sel, test = split
     cands = candidate_thresholds(u[sel], ls[sel], len(test), alpha, delta, binary)
-    ut = np.where(np.isfinite(u[test]), u[test], np.inf)
-    lt = ls[test]
-    retained = ut[None, :] <= cands[:, None]  # (C, n_test)
-    n_t = retained.sum(axis=1)
-    loss_sum = (retained * lt[None, :]).sum(axis=1)
-    if binary:
-        pvals = binomial_pvalue(np.round(loss_sum).astype(np.int64), n_t, alpha)
-    else:
-        pvals = hoeffding_bentkus_pvalue(loss_sum / np.maximum(n_t, 1), n_t, alpha)
+    n_t, loss_sum, pvals = _test_candidates(cands, u[test], ls[test], alpha, binary)
     rejected = fixed_sequence(pvals, delta)
     need = min_rows_to_reject(alpha, delta)
     if need > len(test):

@@ -39,8 +39,7 @@ FloatArray = NDArray[np.float64]
 DEFAULT_CONFIDENCE = 0.99
 # The first look comes after 16 samples, not 8: the delta method only sees the spread of the
 # samples drawn, and a mode holding a quarter of the mass is missed by 8 draws 10% of the time
-# ((3/4)^8) but by 16 draws 1% of the time. In the seeded simulation of tests/test_adaptive.py,
-# starting at 8 gave 3% wrong early decisions at confidence 0.99; starting at 16, under 1%.
+# ((3/4)^8) but by 16 draws 1% of the time (the simulation's figures: docs/adaptive-sampling.md).
 FIRST_ROUND = 16
 _EPS = 1e-12
 

@@ -47,8 +47,8 @@ def regression_moments(samples: NDArray[np.floating], tau: float) -> RegressionM
         raise ValueError(f"tau must be positive, got {tau}")
     s = np.asarray(samples, dtype=np.float64)
     t = s.shape[0]
-    # np.add.reduce is what np.mean runs, without its Python wrapper (a few µs per call, which
-    # counts on the serving path where every request summarises its samples).
+    # np.add.reduce is what np.mean runs, without its Python wrapper, whose cost counts on the
+    # serving path where every request summarises its samples (docs/performance.md).
     mean = np.add.reduce(s, axis=0) / t
     # Computed as the mean squared deviation rather than E[y^2] - mean^2: the same quantity,
     # without the cancellation that makes the textbook form negative for large means.

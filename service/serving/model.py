@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.artifacts.manifest import GraphArchitecture, Manifest, read_manifest
-from service.engines.base import Engine, SampleJob
+from service.artifacts.manifest import Manifest, read_manifest
+from service.engines import Engine, EngineName, EngineRuntime, Precision, SampleJob, build_engine
 from service.errors import InactiveDropout, InvalidInput
 from service.maths import uncertainty
 from service.serving.results import ClassificationResult, Prediction, RegressionResult
@@ -248,32 +248,21 @@ def load_model(
     folder: str | Path,
     device: str = "auto",
     max_activation_mb: float = 256.0,
-    engine: str = "torch",
-    precision: str = "float32",
+    engine: EngineName = "torch",
+    precision: Precision = "float32",
+    *,
+    runtime: EngineRuntime | None = None,
 ) -> MCDropoutModel:
-    """Load a model folder (model.json + weights.safetensors) and check its dropout is live.
-
-    engine: "torch" (CPU or CUDA; precision float32, or tf32/bf16 on CUDA) or "onnx"
-    (onnxruntime on the CPU, needs model.onnx from `mcdrop export-onnx`). A graph folder
-    (imported or packaged) lists the engines that can run it, and one of those is used.
-    """
-    if engine not in ("torch", "onnx"):
-        raise ValueError(f"engine: expected 'torch' or 'onnx', got '{engine}'")
+    """Load a model folder and check its dropout is live. engine: "torch" (CPU or CUDA; float32,
+    or tf32/bf16 on CUDA) or "onnx" (model.onnx from `mcdrop export-onnx`); graph folders run on
+    onnxruntime. A `runtime` (a server's) replaces the four settings before it."""
+    if runtime is None:
+        runtime = EngineRuntime(
+            engine, device, precision=precision, max_activation_mb=max_activation_mb
+        )
     path = Path(folder)
     manifest = read_manifest(path)
-    if isinstance(manifest.architecture, GraphArchitecture):
-        from service.engines.graph_engine import load_graph_engine
-
-        eng: Engine = load_graph_engine(path, manifest, device, max_activation_mb)
-    elif engine == "onnx":
-        from service.engines.onnx_engine import load_onnx_engine
-
-        eng = load_onnx_engine(path, manifest, max_activation_mb)
-    else:
-        from service.engines.torch_engine import load_torch_engine
-
-        eng = load_torch_engine(path, manifest, device, max_activation_mb, precision)
-    model = MCDropoutModel(path, manifest, eng)
+    model = MCDropoutModel(path, manifest, build_engine(path, manifest, runtime))
     model.check_dropout_active()
     return model
 

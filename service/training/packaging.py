@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from service.artifacts.manifest import (
 )
 from service.maths import uncertainty
 from service.serving.model import MCDropoutModel, load_model
+
+if TYPE_CHECKING:
+    from service.engines.graph_import import Rewritten
 
 Heldout = tuple[Any, Any]  # (x rows, targets or integer labels)
 Check = Callable[[MCDropoutModel], None]
@@ -96,7 +99,7 @@ def write_graph_folder(
     check: Check | None = None,
 ) -> Path:
     """Rewrite `graph` (an onnx.ModelProto) and write, check and publish its model folder."""
-    from service.engines.graph_import import rewrite, save_graph, strip_weights
+    from service.engines.graph_import import rewrite
 
     out = Path(out_dir)
     name = name or out.name
@@ -110,33 +113,17 @@ def write_graph_folder(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        weights = strip_weights(rew.model)
-        arch = GraphArchitecture(
-            graph_sha256=save_graph(rew.model, tmp),
-            input_shape=rew.input_shape,
-            output_dim=rew.output_dim,
-            outputs=outputs,  # type: ignore[arg-type]
-            sites=rew.sites,
-            bytes_per_row=rew.bytes_per_row,
-            source=source or {},
-        )
         regression = task == "regression"
-        manifest = Manifest(
+        manifest = _graph_manifest(
+            tmp,
+            rew,
             name=name,
-            task=task,  # type: ignore[arg-type]
-            architecture=arch,
-            tau=(tau or 1.0) if regression else None,
-            input_shape=rew.input_shape,
-            output_names=output_names or (["y"] if regression else ["probabilities"]),
+            task=task,
+            tau=tau,
+            outputs=outputs,
+            output_names=output_names,
             class_labels=class_labels,
-            normalization=Normalization(x_mean=[0.0], x_std=[1.0]),
-            uncertainty_metric="std" if regression else "predictive_entropy",
-            threshold=_FLOAT32_MAX if regression else math.log(rew.output_dim),
-            training={
-                "threshold_source": "placeholder: no row abstains until `mcdrop calibrate`",
-                "tau_source": "given" if tau is not None or not regression else "validation_ml",
-            },
-            weights=WeightsRef(sha256=save_weights(tmp, weights)),
+            source=source,
         )
         write_manifest(tmp, manifest)
         model = load_model(tmp, device="cpu")  # includes the check that dropout is active
@@ -150,6 +137,51 @@ def write_graph_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _graph_manifest(
+    tmp: Path,
+    rew: Rewritten,
+    *,
+    name: str,
+    task: str,
+    tau: float | None,
+    outputs: str,
+    output_names: list[str] | None,
+    class_labels: list[str] | None,
+    source: dict[str, Any] | None,
+) -> Manifest:
+    """Save the served graph and its weights into `tmp`; the manifest that names them."""
+    from service.engines.graph_import import save_graph, strip_weights
+
+    weights = strip_weights(rew.model)
+    arch = GraphArchitecture(
+        graph_sha256=save_graph(rew.model, tmp),
+        input_shape=rew.input_shape,
+        output_dim=rew.output_dim,
+        outputs=outputs,  # type: ignore[arg-type]
+        sites=rew.sites,
+        bytes_per_row=rew.bytes_per_row,
+        source=source or {},
+    )
+    regression = task == "regression"
+    return Manifest(
+        name=name,
+        task=task,  # type: ignore[arg-type]
+        architecture=arch,
+        tau=(tau or 1.0) if regression else None,
+        input_shape=rew.input_shape,
+        output_names=output_names or (["y"] if regression else ["probabilities"]),
+        class_labels=class_labels,
+        normalization=Normalization(x_mean=[0.0], x_std=[1.0]),
+        uncertainty_metric="std" if regression else "predictive_entropy",
+        threshold=_FLOAT32_MAX if regression else math.log(rew.output_dim),
+        training={
+            "threshold_source": "placeholder: no row abstains until `mcdrop calibrate`",
+            "tau_source": "given" if tau is not None or not regression else "validation_ml",
+        },
+        weights=WeightsRef(sha256=save_weights(tmp, weights)),
+    )
 
 
 def _check_arguments(

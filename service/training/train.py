@@ -30,10 +30,10 @@ from service.artifacts.manifest import (
     save_weights,
     write_manifest,
 )
-from service.engines.base import SampleJob
 from service.engines.nets import build_net, weight_layers
-from service.engines.torch_engine import TorchEngine
 from service.maths import uncertainty
+from service.training.rows import Rows, prepare_rows
+from service.training.validation_figures import ValidationFigures, validation_figures
 
 
 @dataclass
@@ -68,13 +68,6 @@ class TrainResult:
     val_metrics: dict[str, float]
 
 
-def _standardise(a: NDArray[np.float64], axis: int = 0) -> tuple[NDArray[np.float64], ...]:
-    mean = a.mean(axis=axis)
-    std = a.std(axis=axis)
-    std = np.where(std > 0, std, 1.0)  # a constant column is left as is, not divided by zero
-    return mean, std
-
-
 def validation_split(
     n: int, val_fraction: float, seed: int
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
@@ -91,67 +84,84 @@ def train(
     x_all = np.asarray(ds.x, np.float64) * cfg.input_scale
     input_shape = list(x_all.shape[1:])
     tr, va = validation_split(len(x_all), cfg.val_fraction, cfg.seed)
+    rows = prepare_rows(ds, x_all, tr, cfg.task, images=cfg.arch == "convnet")
+    arch, dropout = _architecture(cfg, input_shape, rows.out_dim)
+    net = build_net(arch, dropout)
+    tau_train, lam = _weight_decay(cfg, rows, len(tr))
+    targets = rows.y_normalised if cfg.task == "regression" else rows.labels
+    assert targets is not None
+    _fit(net, cfg, torch.from_numpy(rows.x[tr]), torch.from_numpy(targets[tr]), lam, progress)
+    net.eval()
+    # Held-out metrics with MC dropout, and tau / threshold from them.
+    eval_idx = va if len(va) else tr[: min(len(tr), 1000)]
+    held = validation_figures(net, input_shape, rows, eval_idx, cfg.tau, cfg.seed)
+    training = {
+        **asdict(cfg),
+        "n_train": len(tr),
+        "n_val": len(va),
+        "weight_decay": lam,
+        "tau_for_weight_decay": tau_train,
+        "tau_source": "given"
+        if cfg.tau is not None or cfg.task != "regression"
+        else "validation_ml",
+        "threshold_source": "placeholder: 90th percentile of held-out uncertainty",
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+    }
+    manifest = _manifest(ds, cfg, (arch, dropout), input_shape, rows, held, training)
+    if out is not None:
+        save_artifact(out, manifest, net)
+    return TrainResult(manifest, net, held.metrics)
+
+
+def _architecture(
+    cfg: TrainConfig, input_shape: list[int], out_dim: int
+) -> tuple[MLPArchitecture | ConvArchitecture, DropoutSpec]:
     images = cfg.arch == "convnet"
-    # Images get one global mean/std (per-pixel statistics would blow up on constant borders).
-    if images:
-        x_mean = np.array([x_all[tr].mean()])
-        x_std = np.array([x_all[tr].std() or 1.0])
-        xn = ((x_all - x_mean[0]) / x_std[0]).astype(np.float32)
-    else:
-        x_mean, x_std = _standardise(x_all[tr])
-        xn = ((x_all - x_mean) / x_std).astype(np.float32)
-
-    regression = cfg.task == "regression"
-    y_raw = np.asarray(ds.y, np.float64)
-    y_mean: NDArray[np.float64] | None = None
-    y_std: NDArray[np.float64] | None = None
-    if regression:
-        y2 = y_raw.reshape(len(y_raw), -1)
-        y_mean, y_std = _standardise(y2[tr])
-        yn = ((y2 - y_mean) / y_std).astype(np.float32)
-        out_dim = y2.shape[1]
-        class_labels = None
-    else:
-        labels = y_raw.astype(np.int64).reshape(-1)
-        out_dim = int(labels.max()) + 1
-        class_labels = ds.class_labels or [str(i) for i in range(out_dim)]
-        out_dim = max(out_dim, len(class_labels))
-
     input_rate = (
         cfg.input_dropout if cfg.input_dropout is not None else (0.0 if images else cfg.dropout)
     )
     dropout = DropoutSpec(noise=cfg.noise, input_rate=input_rate, hidden_rate=cfg.dropout)
-    arch: MLPArchitecture | ConvArchitecture
     if images:
-        arch = ConvArchitecture(
+        conv = ConvArchitecture(
             input_shape=input_shape,
             channels=cfg.conv_channels,
             hidden=[cfg.hidden] * max(cfg.layers - 1, 1),
             output_dim=out_dim,
         )
-    else:
-        arch = MLPArchitecture(
-            input_dim=int(np.prod(input_shape)),
-            hidden=[cfg.hidden] * cfg.layers,
-            output_dim=out_dim,
-            activation=cfg.activation,
-        )
-    net = build_net(arch, dropout)
+        return conv, dropout
+    mlp = MLPArchitecture(
+        input_dim=int(np.prod(input_shape)),
+        hidden=[cfg.hidden] * cfg.layers,
+        output_dim=out_dim,
+        activation=cfg.activation,
+    )
+    return mlp, dropout
 
-    n_train = len(tr)
-    keep = 1.0 - cfg.dropout
-    # Without a given tau, weight decay assumes noise of 10% of the target's std (tau_0), and
-    # tau itself is then fitted by maximum validation log-likelihood below.
+
+def _weight_decay(cfg: TrainConfig, rows: Rows, n_train: int) -> tuple[float, float]:
+    """(tau behind the weight decay, lambda). Without a given tau, weight decay assumes noise of
+    10% of the target's std (tau_0), and tau itself is fitted on validation after training."""
     tau_train = 1.0
-    if regression:
-        assert y_std is not None
-        tau_train = cfg.tau if cfg.tau is not None else 1.0 / (0.01 * float(np.mean(y_std**2)))
-    lam = uncertainty.weight_decay_from_tau(tau_train, keep, cfg.length_scale, n_train)
+    if cfg.task == "regression":
+        assert rows.y_std is not None
+        tau_train = cfg.tau if cfg.tau is not None else 1.0 / (0.01 * float(np.mean(rows.y_std**2)))
+    keep = 1.0 - cfg.dropout
+    return tau_train, uncertainty.weight_decay_from_tau(tau_train, keep, cfg.length_scale, n_train)
 
-    xt = torch.from_numpy(xn[tr])
-    yt = torch.from_numpy(yn[tr]) if regression else torch.from_numpy(labels[tr])
+
+def _fit(
+    net: nn.Sequential,
+    cfg: TrainConfig,
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    lam: float,
+    progress: bool,
+) -> None:
+    """cfg.epochs of Adam over shuffled minibatches: data loss plus lam x the weights' squares."""
+    n_train = len(xt)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    loss_fn: nn.Module = nn.MSELoss() if regression else nn.CrossEntropyLoss()
+    loss_fn: nn.Module = nn.MSELoss() if cfg.task == "regression" else nn.CrossEntropyLoss()
     weights = [m.weight for m in weight_layers(net)]
     gen = torch.Generator().manual_seed(cfg.seed)
     net.train()
@@ -173,80 +183,46 @@ def train(
             opt.step()
             total += float(loss.detach()) * len(idx)
         bar.set_postfix(loss=f"{total / n_train:.4f}")
-    net.eval()
 
-    # Held-out metrics with MC dropout (T=100, fixed seed), and tau / threshold from them.
-    eval_idx = va if len(va) else tr[: min(len(tr), 1000)]
-    engine = TorchEngine(net, input_shape, device="cpu")
-    raw = engine.sample_many([SampleJob(xn[eval_idx], 100, cfg.seed)])[0]
-    metrics: dict[str, float] = {}
-    tau_final: float | None = None
-    if regression:
-        assert y_mean is not None and y_std is not None
-        ys = raw.astype(np.float64) * y_std + y_mean
-        y_eval = y2[eval_idx]
-        tau_final = cfg.tau if cfg.tau is not None else _fit_tau(ys, y_eval)
-        mom = uncertainty.regression_moments(ys, tau_final)
-        metrics = {
-            "rmse": uncertainty.rmse(mom.mean, y_eval),
-            "log_likelihood": uncertainty.mc_log_likelihood(ys, y_eval, tau_final),
-        }
-        metric = "std"
-        unc = mom.std.max(axis=1)
-    else:
-        probs = uncertainty.softmax(raw, axis=2)
-        cm = uncertainty.classification_measures(probs)
-        metrics = {
-            "accuracy": uncertainty.accuracy(cm.probabilities, labels[eval_idx]),
-            "nll": uncertainty.nll(cm.probabilities, labels[eval_idx]),
-            "brier": uncertainty.brier(cm.probabilities, labels[eval_idx]),
-        }
-        metric = "predictive_entropy"
-        unc = cm.predictive_entropy
-    metrics["n_eval"] = float(len(eval_idx))
-    # Placeholder until `mcdrop calibrate`: refer the 10% most uncertain held-out rows.
-    threshold = float(np.quantile(unc, 0.9))
 
-    manifest = Manifest(
+def _manifest(
+    ds: Dataset,
+    cfg: TrainConfig,
+    network: tuple[MLPArchitecture | ConvArchitecture, DropoutSpec],
+    input_shape: list[int],
+    rows: Rows,
+    held: ValidationFigures,
+    training: dict[str, Any],
+) -> Manifest:
+    regression = cfg.task == "regression"
+    y_mean, y_std = rows.y_mean, rows.y_std
+    return Manifest(
         name=cfg.name,
         task=cfg.task,
-        architecture=arch,
-        dropout=dropout,
-        tau=tau_final,
+        architecture=network[0],
+        dropout=network[1],
+        tau=held.tau,
         input_shape=input_shape,
         feature_names=ds.feature_names,
         output_names=(ds.target_names or ["y"]) if regression else ["probabilities"],
-        class_labels=class_labels,
+        class_labels=rows.class_labels,
         normalization=Normalization(
             input_scale=cfg.input_scale,
-            x_mean=[float(v) for v in np.ravel(x_mean)],
-            x_std=[float(v) for v in np.ravel(x_std)],
+            x_mean=[float(v) for v in np.ravel(rows.x_mean)],
+            x_std=[float(v) for v in np.ravel(rows.x_std)],
             y_mean=None if y_mean is None else [float(v) for v in y_mean],
             y_std=None if y_std is None else [float(v) for v in y_std],
         ),
         image_zero=cfg.image_zero,
         default_samples=cfg.default_samples,
         max_samples=cfg.max_samples,
-        uncertainty_metric=metric,
-        threshold=threshold,
+        uncertainty_metric=held.metric,
+        threshold=held.threshold,
         calibration=None,
-        training={
-            **asdict(cfg),
-            "n_train": n_train,
-            "n_val": len(va),
-            "weight_decay": lam,
-            "tau_for_weight_decay": tau_train,
-            "tau_source": "given" if cfg.tau is not None or not regression else "validation_ml",
-            "threshold_source": "placeholder: 90th percentile of held-out uncertainty",
-            "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-        },
-        metrics=metrics,
+        training=training,
+        metrics=held.metrics,
         weights=WeightsRef(sha256="0" * 64),
     )
-    if out is not None:
-        save_artifact(out, manifest, net)
-    return TrainResult(manifest, net, metrics)
 
 
 def save_artifact(out: Path, manifest: Manifest, net: nn.Sequential) -> Manifest:
@@ -255,11 +231,6 @@ def save_artifact(out: Path, manifest: Manifest, net: nn.Sequential) -> Manifest
     manifest.weights = WeightsRef(sha256=save_weights(out, tensors))
     write_manifest(out, manifest)
     return manifest
-
-
-def _fit_tau(ys: NDArray[np.float64], y: NDArray[np.float64]) -> float:
-    """tau maximising the paper's MC log-likelihood on held-out rows (see uncertainty.fit_tau)."""
-    return uncertainty.fit_tau(ys, y)
 
 
 def summary(result: TrainResult) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from service.artifacts.manifest import read_manifest, save_weights, sha256_file
 from service.config import Settings
 from service.engines import onnx_export
 from service.engines.onnx_engine import OnnxEngine
+from service.engines.runtime import EngineRuntime
 from service.errors import ArtifactError
 from service.serving.registry import ModelRegistry
 from tests.api.conftest import REG_ROW, running
@@ -72,7 +73,7 @@ def test_truncated_onnx_graph_is_an_artifact_error(
     onnx_export.export_onnx(folder, samples=200)
     graph = folder / "model.onnx"
     graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
-    registry = ModelRegistry(tmp_path, engine="onnx")
+    registry = ModelRegistry(tmp_path, runtime=EngineRuntime(engine="onnx"))
     registry.load_all()  # does not raise: the folder is marked not ready
     entry = registry.entries["m"]
     assert not entry.ready and entry.reason and "not a loadable ONNX graph" in entry.reason

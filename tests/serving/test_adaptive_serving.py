@@ -71,7 +71,7 @@ async def test_wrong_early_decisions_stay_under_one_minus_confidence(predictor: 
     )
     early = out.decision_settled
     wrong = early & (pred.abstain != truth)
-    # Binomial bound as in tests/test_adaptive.py: rate ≤ 0.01 + 3·sqrt(0.01·0.99/n).
+    # Binomial bound as in tests/maths/test_sequential.py: rate ≤ 0.01 + 3·sqrt(0.01·0.99/n).
     assert wrong.mean() <= 0.01 + 3 * math.sqrt(0.01 * 0.99 / n)
     assert early.mean() > 0.5 and out.samples_used[early].max() < 256
     assert (out.samples_used[~early] == 256).all()
@@ -143,7 +143,7 @@ async def _wrong_early_clf(
 async def test_classifier_wrong_early_decisions_through_the_engine(
     predictor: Predictor, metric: str
 ) -> None:
-    # The same bound as above and in tests/test_adaptive.py, now with the engine's own masks
+    # The same bound as above and in tests/maths/test_sequential.py, now with the engine's own masks
     # (a repeated mask would narrow the intervals and show up here as extra wrong decisions).
     rate, early, n = await _wrong_early_clf(predictor, metric, 0.99)
     assert rate <= 0.01 + 3 * math.sqrt(0.01 * 0.99 / n), (rate, early)

@@ -13,6 +13,7 @@ from sklearn.datasets import load_diabetes, load_digits
 
 from service.engines.base import SampleJob
 from service.engines.onnx_export import export_onnx
+from service.engines.runtime import EngineName, EngineRuntime
 from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
 from service.serving.results import AdaptiveStats, Prediction
@@ -43,12 +44,12 @@ def _rows(name: str) -> list[list[float]]:
     ("name", "engine"), [("diabetes", "torch"), ("digits", "torch"), ("digits", "onnx")]
 )
 async def test_adaptive_rows_report_the_fixed_runs_first_samples(
-    name: str, engine: str, tmp_path: Path
+    name: str, engine: EngineName, tmp_path: Path
 ) -> None:
     shutil.copytree(MODELS / name, tmp_path / name, ignore=shutil.ignore_patterns("model.onnx"))
     if engine == "onnx":
         export_onnx(tmp_path / name, samples=200)
-    registry = ModelRegistry(tmp_path, device="cpu", engine=engine)
+    registry = ModelRegistry(tmp_path, runtime=EngineRuntime(engine, "cpu"))
     registry.load_all()
     predictor = Predictor(registry, DirectRunner(), Limits(max_sample_rows=10_000_000))
     await predictor.runner.start()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.artifacts.names import valid_model_name
+from service.engines.runtime import EngineRuntime
 from service.errors import ModelNotFound, ModelNotReady
 from service.serving.registry import ModelRegistry
 
@@ -80,11 +81,11 @@ def test_a_gpu_precision_on_the_cpu_leaves_the_model_not_ready_with_the_reason(
     tmp_path: Path, tiny_regression_dir: Path
 ) -> None:
     shutil.copytree(tiny_regression_dir, tmp_path / "reg")
-    reg = ModelRegistry(tmp_path, device="cpu", precision="bf16")
+    reg = ModelRegistry(tmp_path, runtime=EngineRuntime(device="cpu", precision="bf16"))
     reg.load_all()
     entry = reg.entries["reg"]
     assert not entry.ready
     assert "bf16" in str(entry.reason) and "CUDA" in str(entry.reason)
-    ok = ModelRegistry(tmp_path, device="cpu", precision="float32")
+    ok = ModelRegistry(tmp_path, runtime=EngineRuntime(device="cpu"))
     ok.load_all()
     assert ok.entries["reg"].ready

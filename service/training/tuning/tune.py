@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,25 +24,23 @@ from torch import nn
 
 from service.artifacts.data import Dataset
 from service.artifacts.manifest import (
-    DropoutSpec,
     Manifest,
-    MLPArchitecture,
     Normalization,
     WeightsRef,
 )
-from service.engines.nets import build_mlp
 from service.maths import uncertainty
-from service.training.stacked import StackedMLP
 from service.training.train import save_artifact, validation_split
 from service.training.tuning.search import Axis
-from service.training.tuning.stacked_search import (
-    Problem,
-    SearchConfig,
-    SearchOutcome,
+from service.training.tuning.stack_models import (
+    dropout_spec,
+    mlp_architecture,
     refit,
-    search,
+    to_sequential,
 )
+from service.training.tuning.stacked_search import Problem, SearchConfig, SearchOutcome, search
 
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.intp]
 TUNING_NAME = "tuning.json"
 # Standardised targets: noise between 100% and 3% of the target's std is the first tau bracket.
 DEFAULT_TAU_RANGE_STD = (1.0, 1000.0)
@@ -143,28 +142,6 @@ def search_config(cfg: TuneConfig) -> SearchConfig:
     )
 
 
-def to_sequential(m: StackedMLP, g: int = 0) -> nn.Sequential:
-    """Model g of a stack as the nn.Sequential that `mcdrop serve` loads (same maths)."""
-    d, h = int(m.w1.shape[1]), int(m.w1.shape[2])
-    rate = 1.0 - float(m.keep_prob[g])
-    net = build_mlp(_arch(d, h), _dropout(rate))
-    linears = [layer for layer in net if isinstance(layer, nn.Linear)]
-    with torch.no_grad():
-        linears[0].weight.copy_(m.w1[g].T)
-        linears[0].bias.copy_(m.b1[g, 0])
-        linears[1].weight.copy_(m.w2[g].T)
-        linears[1].bias.copy_(m.b2[g, 0])
-    return net
-
-
-def _arch(d: int, h: int) -> MLPArchitecture:
-    return MLPArchitecture(input_dim=d, hidden=[h], output_dim=1, activation="relu")
-
-
-def _dropout(rate: float) -> DropoutSpec:
-    return DropoutSpec(noise="bernoulli", input_rate=rate, hidden_rate=rate)
-
-
 @dataclass
 class TuneResult:
     manifest: Manifest
@@ -179,17 +156,8 @@ def tune(ds: Dataset, cfg: TuneConfig, out: Path | None = None) -> TuneResult:
     tr, va = validation_split(len(x), cfg.val_fraction, cfg.seed)
     sc = Scaling.of(x[tr], y[tr])
     tau_range = cfg.tau_range or tuple(t / sc.y_std**2 for t in DEFAULT_TAU_RANGE_STD)
-    problem = Problem(
-        fit_x=sc.x(x[tr]),
-        fit_y=sc.y(y[tr]),
-        val_x=sc.x(x[va]),
-        val_y=sc.y(y[va]).astype(np.float64),
-        y_std=sc.y_std,
-        tau_range=(float(tau_range[0]), float(tau_range[1])),
-        tau_start=math.sqrt(tau_range[0] * tau_range[1]),
-    )
     scfg = search_config(cfg)
-    (outcome,) = search([problem], scfg)
+    (outcome,) = search([_problem(sc, x, y, tr, va, tau_range)], scfg)
     best = outcome.chosen.best
     assert best is not None and outcome.chosen.model is not None
     model = outcome.chosen.model
@@ -204,19 +172,61 @@ def tune(ds: Dataset, cfg: TuneConfig, out: Path | None = None) -> TuneResult:
     samples = _mc(net, sc.x(x[va]), cfg.default_samples, cfg.seed) * sc.y_std + sc.y_mean
     mom = uncertainty.regression_moments(samples[:, :, None], best.tau)
     threshold = float(np.quantile(mom.std[:, 0], 0.9))
+    tuned_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     trace = {
         "search": {**outcome.trace(), "tau_range_start": list(tau_range)},
         "config": {**asdict(cfg), "val_rows": len(va), "fit_rows": len(tr)},
         "refit": cfg.refit,
-        "tuned_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "tuned_at": tuned_at,
     }
-    manifest = Manifest(
+    n_train = len(x) if cfg.refit else len(tr)
+    manifest = _manifest(ds, cfg, sc, outcome, threshold, (n_train, len(va)), tuned_at)
+    if out is not None:
+        save_artifact(out, manifest, net)
+        (out / TUNING_NAME).write_text(json.dumps(trace, indent=1) + "\n")
+    return TuneResult(manifest, net, outcome, trace)
+
+
+def _problem(
+    sc: Scaling,
+    x: FloatArray,
+    y: FloatArray,
+    tr: IntArray,
+    va: IntArray,
+    tau_range: Sequence[float],
+) -> Problem:
+    """The search's rows, standardised by the fit rows' scaling; tau starts mid-bracket."""
+    return Problem(
+        fit_x=sc.x(x[tr]),
+        fit_y=sc.y(y[tr]),
+        val_x=sc.x(x[va]),
+        val_y=sc.y(y[va]).astype(np.float64),
+        y_std=sc.y_std,
+        tau_range=(float(tau_range[0]), float(tau_range[1])),
+        tau_start=math.sqrt(tau_range[0] * tau_range[1]),
+    )
+
+
+def _manifest(
+    ds: Dataset,
+    cfg: TuneConfig,
+    sc: Scaling,
+    outcome: SearchOutcome,
+    threshold: float,
+    rows: tuple[int, int],
+    trained_at: str,
+) -> Manifest:
+    """The chosen network's manifest, as `mcdrop train` writes one. rows: (trained, validation)."""
+    best = outcome.chosen.best
+    assert best is not None
+    d = len(sc.x_mean)
+    return Manifest(
         name=cfg.name,
         task="regression",
-        architecture=_arch(x.shape[1], cfg.hidden),
-        dropout=_dropout(outcome.chosen.dropout),
+        architecture=mlp_architecture(d, cfg.hidden),
+        dropout=dropout_spec(outcome.chosen.dropout),
         tau=best.tau,
-        input_shape=[x.shape[1]],
+        input_shape=[d],
         feature_names=ds.feature_names,
         output_names=ds.target_names or ["y"],
         normalization=Normalization(
@@ -237,10 +247,10 @@ def tune(ds: Dataset, cfg: TuneConfig, out: Path | None = None) -> TuneResult:
             "epochs_trained": best.epoch,
             "tau_for_weight_decay": best.tau if cfg.refit else outcome.chosen.tau_weight_decay,
             "tau_source": "validation_search",
-            "n_train": len(x) if cfg.refit else len(tr),
-            "n_val": len(va),
+            "n_train": rows[0],
+            "n_val": rows[1],
             "threshold_source": "placeholder: 90th percentile of held-out uncertainty",
-            "trained_at": trace["tuned_at"],
+            "trained_at": trained_at,
             "torch": torch.__version__,
         },
         # The search network's validation figures: after a refit the validation rows are
@@ -248,14 +258,10 @@ def tune(ds: Dataset, cfg: TuneConfig, out: Path | None = None) -> TuneResult:
         metrics={
             "rmse": best.rmse,
             "log_likelihood": best.log_likelihood,
-            "n_eval": float(len(va)),
+            "n_eval": float(rows[1]),
         },
         weights=WeightsRef(sha256="0" * 64),
     )
-    if out is not None:
-        save_artifact(out, manifest, net)
-        (out / TUNING_NAME).write_text(json.dumps(trace, indent=1) + "\n")
-    return TuneResult(manifest, net, outcome, trace)
 
 
 def _mc(net: nn.Sequential, x: NDArray[np.float32], samples: int, seed: int) -> NDArray[np.float64]:

@@ -20,15 +20,10 @@ from numpy.typing import NDArray
 
 from service.training.stacked import StackData, StackedMLP, train_stacked
 from service.training.tuning.search import fit_tau, gaussian_log_likelihood_of_tau
-from service.training.tuning.stacked_search import (
-    Problem,
-    SearchConfig,
-    generator,
-    refit,
-    weight_decay,
-)
+from service.training.tuning.stack_models import refit
+from service.training.tuning.stacked_search import Problem, SearchConfig, generator, weight_decay
 from service.training.uci.data import UciDataset
-from service.training.uci.protocol import Standardised
+from service.training.uci.scoring import Standardised
 
 
 @dataclass(frozen=True)

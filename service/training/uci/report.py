@@ -7,7 +7,7 @@ import platform
 from typing import Any
 
 # Gal & Ghahramani (2016) Table 1 and the 10x-epochs update in Gal's DropoutUncertaintyExps
-# readme, as quoted by issue 4: (mean, standard error) for RMSE and test log-likelihood.
+# readme: (mean, standard error) for RMSE and test log-likelihood.
 PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
     "bostonHousing": {
         "rmse_1x": (2.97, 0.19),

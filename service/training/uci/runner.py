@@ -58,54 +58,21 @@ def run_benchmark(
 ) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    load_start = list(os.getloadavg())
+    header = {
+        "command": command,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "jobs": jobs,
+        "machine": {**machine(), "load_average_at_start": list(os.getloadavg())},
+        "config": asdict(cfg),
+        "max_splits": max_splits,
+    }
     order = sorted(datasets, key=lambda n: _COST_ORDER.index(n) if n in _COST_ORDER else -1)
     by_name: dict[str, dict[str, Any]] = {}
 
     def write(final: bool) -> dict[str, Any]:
-        results = [by_name[n] for n in datasets if n in by_name]
-        tuned = isinstance(cfg, TunedConfig)
-        verdicts = (
-            {r["dataset"]: tuned_report.compare(r["dataset"], r["summary"]) for r in results}
-            if tuned
-            else {}
-        )
-        report = {
-            "benchmark": "UCI regression, MC dropout, "
-            + (
-                "tuned protocol (mcdrop tune's search per split)"
-                if tuned
-                else "(Gal & Ghahramani 2016, Table 1 protocol)"
-            ),
-            "command": command,
-            "complete": final,
-            "started_utc": started.isoformat(timespec="seconds"),
-            "wall_time_s": time.perf_counter() - t0,
-            "jobs": jobs,
-            "machine": {**machine(), "load_average_at_start": load_start},
-            "config": asdict(cfg),
-            "max_splits": max_splits,
-            **(
-                {
-                    "comparisons": verdicts,
-                    "counts": tuned_report.counts(verdicts),
-                    "datasets_run": [r["dataset"] for r in results],
-                    "datasets_not_run": [n for n in datasets if n not in by_name],
-                }
-                if tuned
-                else {
-                    "targets_10x": {
-                        r["dataset"]: passes(r["dataset"], r["summary"]) for r in results
-                    }
-                }
-            ),
-            "datasets": results,
-        }
+        report = _report(header, cfg, datasets, by_name, final, time.perf_counter() - t0)
         if out is not None:  # rewritten after every dataset, so a cut-short run keeps its part
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(out.suffix + ".tmp")
-            tmp.write_text(json.dumps(report, indent=1))
-            tmp.replace(out)
+            _save(report, out)
         return report
 
     if jobs > 1:
@@ -124,3 +91,51 @@ def run_benchmark(
         tuned_report.table(results) if isinstance(cfg, TunedConfig) else table(results)
     )
     return report
+
+
+def _report(
+    header: dict[str, Any],
+    cfg: ProtocolConfig | TunedConfig,
+    datasets: list[str],
+    by_name: dict[str, dict[str, Any]],
+    final: bool,
+    wall_time_s: float,
+) -> dict[str, Any]:
+    """The JSON so far: the run's header, each finished dataset, and how it compares."""
+    results = [by_name[n] for n in datasets if n in by_name]
+    tuned = isinstance(cfg, TunedConfig)
+    protocol = (
+        "tuned protocol (mcdrop tune's search per split)"
+        if tuned
+        else "(Gal & Ghahramani 2016, Table 1 protocol)"
+    )
+    comparisons: dict[str, Any]
+    if tuned:
+        verdicts = {r["dataset"]: tuned_report.compare(r["dataset"], r["summary"]) for r in results}
+        comparisons = {
+            "comparisons": verdicts,
+            "counts": tuned_report.counts(verdicts),
+            "datasets_run": [r["dataset"] for r in results],
+            "datasets_not_run": [n for n in datasets if n not in by_name],
+        }
+    else:
+        comparisons = {
+            "targets_10x": {r["dataset"]: passes(r["dataset"], r["summary"]) for r in results}
+        }
+    return {
+        "benchmark": "UCI regression, MC dropout, " + protocol,
+        "command": header["command"],
+        "complete": final,
+        "started_utc": header["started_utc"],
+        "wall_time_s": wall_time_s,
+        **{k: header[k] for k in ("jobs", "machine", "config", "max_splits")},
+        **comparisons,
+        "datasets": results,
+    }
+
+
+def _save(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out)

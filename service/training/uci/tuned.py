@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.training.stacked import StackedMLP
 from service.training.tuning.search import Axis
-from service.training.tuning.stacked_search import Problem, SearchConfig, concat, refit, search
+from service.training.tuning.stack_models import concat, refit
+from service.training.tuning.stacked_search import Problem, SearchConfig, SearchOutcome, search
 from service.training.uci.data import UciDataset
-from service.training.uci.ensemble import EnsembleConfig, run_ensemble
-from service.training.uci.protocol import score, standardise, summarise
+from service.training.uci.ensemble import EnsembleConfig, EnsembleResult, run_ensemble
+from service.training.uci.scoring import Standardised, score, standardise, summarise
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,8 @@ class TunedConfig:
     budget: int = 8  # networks trained per split in the search
     per_round: int = 2
     epoch_multiplier: int = 10  # the cap: n_epochs x this ...
-    # ... or enough epochs for this many Adam steps, if more: 10 x 40 epochs of yacht's 7
-    # minibatches stop far from convergence (the search's best epoch sat at the cap).
+    # ... or enough epochs for this many Adam steps, if more: on the small sets 10 x n_epochs
+    # of a few minibatches stop far from convergence (docs/tuning.md).
     min_steps: int = 10_000
     checkpoints: int = 8
     val_fraction: float = 0.2
@@ -74,11 +76,56 @@ def search_config(ds: UciDataset, cfg: TunedConfig) -> SearchConfig:
 def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     scfg = search_config(ds, cfg)
+    fits, problems, tau_range = _problems(ds, cfg)
+    t0 = time.perf_counter()
+    outcomes = search(problems, scfg)
+    t_search = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fulls = [standardise(ds.x[tr], ds.y[tr]) for tr in ds.train_splits]
+    final, norms = _refit(ds, cfg, scfg, outcomes, fits, fulls)
+    t_refit = time.perf_counter() - t0
+    ensemble = None
+    t0 = time.perf_counter()
+    if cfg.baseline == "ensemble":
+        taus = [o.chosen.best.tau for o in outcomes if o.chosen.best]
+        ensemble = run_ensemble(ds, problems, fulls, taus, scfg, cfg.ensemble)
+    t_ensemble = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    splits = _test(ds, cfg, final, norms, outcomes, ensemble)
+    t_test = time.perf_counter() - t0
+    keys = ["tuned"] + (["ensemble"] if ensemble is not None else [])
+    return {
+        "dataset": ds.name,
+        "protocol": "tuned",
+        "n_splits": ds.n_splits,
+        "n_hidden": ds.n_hidden,
+        "epoch_cap": scfg.epochs,
+        "dropout_start": list(ds.dropout_rates),
+        "tau_range_start": list(tau_range),
+        "splits": splits,
+        "search_points": [o.trace()["points"] for o in outcomes],
+        "summary": {k: summarise(splits, k) for k in keys},
+        "edges": _edges(splits),
+        "timing_s": {
+            "search": t_search,
+            "refit": t_refit,
+            "ensemble": t_ensemble,
+            "test": t_test,
+            "total": time.perf_counter() - t_start,
+        },
+        "config": asdict(cfg),
+    }
+
+
+def _problems(
+    ds: UciDataset, cfg: TunedConfig
+) -> tuple[list[Standardised], list[Problem], tuple[float, float]]:
+    """One search problem per split: the first 80% fit, the rest judge; tau starts in the range
+    of tau_values.txt (widened around a single value)."""
     sizes = {len(tr) for tr in ds.train_splits}
     if len(sizes) != 1:
         raise ValueError(f"{ds.name}: splits of unequal size {sorted(sizes)} cannot share a stack")
-    n_train = sizes.pop()
-    n_fit = int((1 - cfg.val_fraction) * n_train)
+    n_fit = int((1 - cfg.val_fraction) * sizes.pop())
     tau_lo, tau_hi = min(ds.tau_values), max(ds.tau_values)
     if tau_lo == tau_hi:
         tau_lo, tau_hi = tau_lo / 2, tau_hi * 2
@@ -98,45 +145,48 @@ def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
                 tau_start=float(np.sqrt(tau_lo * tau_hi)),
             )
         )
-    t0 = time.perf_counter()
-    outcomes = search(problems, scfg)
-    t_search = time.perf_counter() - t0
+    return fits, problems, (tau_lo, tau_hi)
 
-    # ---- refit every split's choice on all its training rows, side by side.
-    t0 = time.perf_counter()
-    fulls = [standardise(ds.x[tr], ds.y[tr]) for tr in ds.train_splits]
+
+def _refit(
+    ds: UciDataset,
+    cfg: TunedConfig,
+    scfg: SearchConfig,
+    outcomes: list[SearchOutcome],
+    fits: list[Standardised],
+    fulls: list[Standardised],
+) -> tuple[StackedMLP, list[Standardised]]:
+    """Every split's choice refitted on all its training rows, side by side (or, without refit,
+    the search's own networks); with the scaling each was trained under."""
     bests = [o.chosen.best for o in outcomes]
     assert all(b is not None for b in bests)
-    if cfg.refit:
-        final = refit(
-            [f.x for f in fulls],
-            [f.y for f in fulls],
-            [1 - o.chosen.dropout for o in outcomes],
-            [b.tau for b in bests if b],
-            [b.epoch for b in bests if b],
-            scfg,
-            phase=ds.name,
-        )
-        norms = fulls
-    else:
-        final = concat([o.chosen.model for o in outcomes if o.chosen.model is not None])
-        norms = fits
-    t_refit = time.perf_counter() - t0
+    if not cfg.refit:
+        return concat([o.chosen.model for o in outcomes if o.chosen.model is not None]), fits
+    final = refit(
+        [f.x for f in fulls],
+        [f.y for f in fulls],
+        [1 - o.chosen.dropout for o in outcomes],
+        [b.tau for b in bests if b],
+        [b.epoch for b in bests if b],
+        scfg,
+        phase=ds.name,
+    )
+    return final, fulls
 
-    ensemble = None
-    t0 = time.perf_counter()
-    if cfg.baseline == "ensemble":
-        ensemble = run_ensemble(
-            ds, problems, fulls, [b.tau for b in bests if b], scfg, cfg.ensemble
-        )
-    t_ensemble = time.perf_counter() - t0
 
-    # ---- the test rows, first read here.
-    t0 = time.perf_counter()
+def _test(
+    ds: UciDataset,
+    cfg: TunedConfig,
+    final: StackedMLP,
+    norms: list[Standardised],
+    outcomes: list[SearchOutcome],
+    ensemble: EnsembleResult | None,
+) -> list[dict[str, Any]]:
+    """The test rows, first read here."""
     gen = torch.Generator().manual_seed(cfg.seed)
     splits: list[dict[str, Any]] = []
     for s, te in enumerate(ds.test_splits):
-        best = bests[s]
+        best = outcomes[s].chosen.best
         assert best is not None
         xt = norms[s].inputs(ds.x[te])
         rmse, ll = score(final, s, xt, ds.y[te], norms[s], best.tau, cfg.test_samples, gen)
@@ -146,36 +196,14 @@ def run_tuned(ds: UciDataset, cfg: TunedConfig) -> dict[str, Any]:
             "ll_tuned": ll,
             **outcomes[s].trace()["chosen"],
             "points": len(outcomes[s].candidates),
-            "n_train": n_train,
+            "n_train": len(ds.train_splits[s]),
             "n_test": len(te),
         }
         if ensemble is not None:
             e_rmse, e_ll = ensemble.test(s, ds.x[te], ds.y[te])
             row.update({"rmse_ensemble": e_rmse, "ll_ensemble": e_ll, **ensemble.chosen(s)})
         splits.append(row)
-    t_test = time.perf_counter() - t0
-    keys = ["tuned"] + (["ensemble"] if ensemble is not None else [])
-    return {
-        "dataset": ds.name,
-        "protocol": "tuned",
-        "n_splits": ds.n_splits,
-        "n_hidden": ds.n_hidden,
-        "epoch_cap": scfg.epochs,
-        "dropout_start": list(ds.dropout_rates),
-        "tau_range_start": [tau_lo, tau_hi],
-        "splits": splits,
-        "search_points": [o.trace()["points"] for o in outcomes],
-        "summary": {k: summarise(splits, k) for k in keys},
-        "edges": _edges(splits),
-        "timing_s": {
-            "search": t_search,
-            "refit": t_refit,
-            "ensemble": t_ensemble,
-            "test": t_test,
-            "total": time.perf_counter() - t_start,
-        },
-        "config": asdict(cfg),
-    }
+    return splits
 
 
 def _edges(splits: list[dict[str, Any]]) -> dict[str, int]:

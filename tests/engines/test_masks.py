@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from service.engines import masks, torch_masks
+from service.engines.mask_filler import MaskFiller
 
 U64 = (1 << 64) - 1
 
@@ -92,7 +93,7 @@ def test_threads_and_parts_do_not_change_a_decision() -> None:
     rows = masks.make_rows(5, np.arange(900) % 3, np.arange(900) // 3)
     ref = _keep(rows, 2, 700, 0.8)
     out = np.zeros_like(ref)
-    masks.MaskFiller(2).fill(out, rows, 2, 0.8)
+    MaskFiller(2).fill(out, rows, 2, 0.8)
     np.testing.assert_array_equal(out, ref)
     out = np.zeros_like(ref)
     masks.keep_mask(out[:301], rows.part(0, 301), 2, 0.8)
@@ -101,7 +102,7 @@ def test_threads_and_parts_do_not_change_a_decision() -> None:
     # Applied in place (the torch engine's path), the same decisions zero the same elements,
     # alone and split over threads; kept elements are untouched.
     h = np.arange(1, ref.size + 1, dtype=np.float32).reshape(ref.shape)
-    for filler in (masks.MaskFiller(1), masks.MaskFiller(2), masks.MaskFiller(3)):
+    for filler in (MaskFiller(1), MaskFiller(2), MaskFiller(3)):
         applied = h.copy()
         filler.apply(applied, rows, 2, 0.8)
         np.testing.assert_array_equal(applied, np.where(ref, h, 0.0))

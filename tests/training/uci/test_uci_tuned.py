@@ -14,7 +14,7 @@ import torch
 from service.cli import main
 from service.training.uci.data import QUICK_DATASETS, load_dataset
 from service.training.uci.tuned import TunedConfig, run_tuned
-from tests.uci.test_uci_bench import _write_dataset
+from tests.training.uci.test_uci_bench import _write_dataset
 
 FAST = TunedConfig(
     budget=3,

@@ -8,8 +8,7 @@ import pytest
 from service.artifacts.manifest import read_manifest
 from service.errors import InvalidInput
 from service.serving.model import load_model
-
-from .conftest import MODELS
+from tests.conftest import MODELS
 
 FASHION = MODELS / "fashion-mnist"
 REQUIRED_CALIBRATION = {"metric", "threshold", "delta", "coverage", "n", "sha256", "date"}

@@ -9,7 +9,9 @@ import torch
 from service.artifacts.manifest import DropoutSpec, MLPArchitecture
 from service.engines import masks
 from service.engines.base import SampleJob, Segment, chunk_rows, plan_chunks, replication_index
+from service.engines.mask_strategy import AcceleratorMasks
 from service.engines.nets import build_mlp
+from service.engines.runtime import EngineRuntime
 from service.engines.torch_engine import TorchEngine
 
 
@@ -21,7 +23,7 @@ def _engine(
         MLPArchitecture(input_dim=5, hidden=[32, 32], output_dim=3),
         DropoutSpec(noise=noise, input_rate=input_rate, hidden_rate=0.2),  # type: ignore[arg-type]
     )
-    return TorchEngine(net, [5], "cpu", max_activation_mb)
+    return TorchEngine(net, [5], EngineRuntime(device="cpu", max_activation_mb=max_activation_mb))
 
 
 def _x(rows: int, seed: int = 0) -> np.ndarray:
@@ -122,7 +124,7 @@ def test_no_sample_of_a_row_repeats_another() -> None:
         MLPArchitecture(input_dim=10, hidden=[], output_dim=1),
         DropoutSpec(input_rate=0.5, hidden_rate=0.5),
     )
-    eng = TorchEngine(net, [10], "cpu")
+    eng = TorchEngine(net, [10], EngineRuntime(device="cpu"))
     x = np.random.default_rng(1).standard_normal((3, 10)).astype(np.float32)
     first = eng.sample_many([SampleJob(x, 8, seed=3)])[0]
     second = eng.sample_many([SampleJob(x[[2]], 8, seed=3, first_sample=8, row_ids=np.array([2]))])[
@@ -170,7 +172,7 @@ def test_bf16_is_refused_on_the_cpu() -> None:
         DropoutSpec(input_rate=0.1, hidden_rate=0.1),
     )
     with pytest.raises(ValueError, match="CUDA"):
-        TorchEngine(net, [5], "cpu", precision="bf16")
+        TorchEngine(net, [5], EngineRuntime(device="cpu", precision="bf16"))
 
 
 def test_device_mask_path_draws_the_cpu_masks() -> None:
@@ -180,7 +182,7 @@ def test_device_mask_path_draws_the_cpu_masks() -> None:
     jobs = [SampleJob(_x(3), 20, seed=3), SampleJob(_x(2), 9, seed=8, first_sample=4)]
     chunk = [Segment(0, 5, 20), Segment(1, 0, 9)]
     rows = chunk_rows(chunk, jobs)
-    drawn = eng._device_noise(rows)
+    drawn = AcceleratorMasks(list(eng.sites.values()), "cpu", torch.float32, False).draw(rows)
     for site in eng.sites.values():
         ref = np.empty((len(rows), site.elements), np.bool_)
         masks.keep_mask(ref, rows, site.site, site.keep_prob)
@@ -196,7 +198,7 @@ def test_the_callers_module_is_not_moved_or_changed() -> None:
         DropoutSpec(input_rate=0.1, hidden_rate=0.1),
     ).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    TorchEngine(net, [5], "cpu")
+    TorchEngine(net, [5], EngineRuntime(device="cpu"))
     assert net.training
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
@@ -206,7 +208,7 @@ def test_the_callers_module_is_not_moved_or_changed() -> None:
 def test_cuda_samples_equal_cpu_samples() -> None:
     eng_cpu = _engine()
     net = eng_cpu._net
-    eng_gpu = TorchEngine(net, [5], "cuda")
+    eng_gpu = TorchEngine(net, [5], EngineRuntime(device="cuda"))
     jobs = [SampleJob(_x(3), 40, seed=7), SampleJob(_x(2), 9, seed=8, first_sample=4)]
     for a, b in zip(eng_cpu.sample_many(jobs), eng_gpu.sample_many(jobs), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)

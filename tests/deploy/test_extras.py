@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Imports the serving path makes, with the [train] and [postgres] extras and the test-only
 # scikit-learn made unimportable, as in an image that installed `pip install .` alone.
