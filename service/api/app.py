@@ -163,7 +163,8 @@ def _lifespan(
 
 def _install_routes(app: FastAPI, with_referrals: bool) -> None:
     install_error_handlers(app)
-    for module in (predict, models, health, metrics, admin, v2, docs):
+    # Requests are matched against the routers in this order: the two predict routers first.
+    for module in (predict, v2, models, health, metrics, admin, docs):
         app.include_router(module.router)
     if with_referrals:
         app.include_router(referrals.router)

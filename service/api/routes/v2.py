@@ -55,6 +55,50 @@ def v2_errors(handler: Handler) -> Handler:
     return wrapped
 
 
+# Path parameters documented by hand: the infer routes read them from request.path_params, so
+# FastAPI validates no parameters per request (and `version` is not also a query parameter).
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+# Declared first: a request is matched against the routes in order, and infer is the hot one.
+@router.post("/models/{name}/infer", openapi_extra={"parameters": [_NAME]})
+@router.post(
+    "/models/{name}/versions/{version}/infer", openapi_extra={"parameters": [_NAME, _VERSION]}
+)
+@v2_errors
+async def infer(request: Request) -> Response:
+    """Run the model on the one input tensor `input` ([N, ...input_shape] or [N, features])."""
+    # The hot path takes the predictor from app.state, as /predict does: FastAPI would solve a
+    # dependency per request.
+    path = request.path_params
+    name: str = path["name"]
+    version: str | None = path.get("version")
+    predictor: Predictor = request.app.state.predictor
+    _entry(predictor, name, version)
+    request.state.model = name
+    predictor.model(name)  # not ready: 503 before the body is read
+    head_bytes, binary = split_body(await request.body(), request.headers.get(HEADER))
+    req = _parse(head_bytes)
+    if req.model_name not in (None, name) or req.model_version not in (None, version):
+        raise ProtocolError("model_name/model_version: the body names another model than the path")
+    raw_params = check_parameters(req)
+    x = decode_input(req, binary)
+    params = predict_params(raw_params, str(request.state.request_id))
+    out = await predictor.infer(name, x, params)
+    tensors = output_tensors(out)
+    wanted = wanted_outputs(req, raw_params, tensors)
+    body, json_length = encode_response(
+        response_head(req, out),
+        [(n, tensors[n][0], tensors[n][1], binary_out) for n, binary_out in wanted],
+    )
+    if json_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream", headers={HEADER: str(json_length)})
+
+
+
+
 @router.get("")
 @v2_errors
 async def server_metadata(request: Request) -> Response:
@@ -152,36 +196,6 @@ async def repository_index(request: Request, predictor: PredictorDep) -> Respons
             item["reason"] = e.reason
         index.append(item)
     return JSONResponse(index)
-
-
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
-@v2_errors
-async def infer(name: str, request: Request, version: str | None = None) -> Response:
-    """Run the model on the one input tensor `input` ([N, ...input_shape] or [N, features])."""
-    # The hot path takes the predictor from app.state, as /predict does: FastAPI would solve a
-    # dependency per request.
-    predictor: Predictor = request.app.state.predictor
-    _entry(predictor, name, version)
-    request.state.model = name
-    predictor.model(name)  # not ready: 503 before the body is read
-    head_bytes, binary = split_body(await request.body(), request.headers.get(HEADER))
-    req = _parse(head_bytes)
-    if req.model_name not in (None, name) or req.model_version not in (None, version):
-        raise ProtocolError("model_name/model_version: the body names another model than the path")
-    raw_params = check_parameters(req)
-    x = decode_input(req, binary)
-    params = predict_params(raw_params, str(request.state.request_id))
-    out = await predictor.infer(name, x, params)
-    tensors = output_tensors(out)
-    wanted = wanted_outputs(req, raw_params, tensors)
-    body, json_length = encode_response(
-        response_head(req, out),
-        [(n, tensors[n][0], tensors[n][1], binary_out) for n, binary_out in wanted],
-    )
-    if json_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream", headers={HEADER: str(json_length)})
 
 
 def _parse(head: bytes) -> InferRequest:
