@@ -97,8 +97,6 @@ async def infer(request: Request) -> Response:
     return Response(body, media_type="application/octet-stream", headers={HEADER: str(json_length)})
 
 
-
-
 @router.get("")
 @v2_errors
 async def server_metadata(request: Request) -> Response:
