@@ -163,8 +163,9 @@ def _lifespan(
 
 def _install_routes(app: FastAPI, with_referrals: bool) -> None:
     install_error_handlers(app)
-    # Requests are matched against the routers in this order: the two predict routers first.
-    for module in (predict, v2, models, health, metrics, admin, docs):
+    # Requests are matched against the routers in this order, each route tried in turn: the
+    # predict routes and the probes first (health has two routes), then V2's infer.
+    for module in (predict, health, v2, models, metrics, admin, docs):
         app.include_router(module.router)
     if with_referrals:
         app.include_router(referrals.router)
