@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ def measure(port: int, proc: Any, bodies: dict[str, bytes], seconds: float) -> l
     return rows
 
 
+def _commit(tree: str) -> str:
+    """The tree's HEAD commit, with "+changes" when its working tree differs from it."""
+    head = subprocess.run(
+        ["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "-C", tree, "status", "--porcelain"], capture_output=True)
+    return (head or "unknown") + ("+changes" if dirty.stdout.strip() else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("before", help="source tree of the earlier commit")
@@ -66,6 +76,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     trees = {"before": str(Path(args.before).resolve()), "after": str(Path(args.after).resolve())}
+    commits = {label: _commit(path) for label, path in trees.items()}
     rng = np.random.default_rng(0)
     bodies = {
         "diabetes": {"inputs": rng.normal(0, 0.05, (1, 10)).tolist(), "samples": T},
@@ -95,13 +106,13 @@ def main() -> None:
                         f"{r['server_cpu_ms_per_request']:.2f} ms/req",
                         flush=True,
                     )
-    report(runs, args, trees, load_start, os.getloadavg())
+    report(runs, args, commits, load_start, os.getloadavg())
 
 
 def report(
     runs: list[dict[str, Any]],
     args: argparse.Namespace,
-    trees: dict[str, str],
+    commits: dict[str, str],
     load_start: tuple[float, float, float],
     load_end: tuple[float, float, float],
 ) -> None:
@@ -129,7 +140,8 @@ def report(
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "settings": {k: v for k, v in vars(args).items()} | {"trees": trees},
+        # The trees by commit, not by path: a path outside the repository means nothing elsewhere.
+        "settings": {"seconds": args.seconds, "repeats": args.repeats, "commits": commits},
         "load_average": {"start": load_start[0], "end": load_end[0]},
         "summary": summary,
         "runs": runs,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from load_http import run_level
-from serve_load import free_port, stop_server
+from serve_load import free_port, repo_relative, stop_server
 from slow_clients import probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,6 +207,7 @@ def report(
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("serve", "port", "model_dir")}
+    settings["out"] = repo_relative(out)
     out.write_text(
         json.dumps(
             {
