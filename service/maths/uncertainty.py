@@ -47,13 +47,16 @@ def regression_moments(samples: NDArray[np.floating], tau: float) -> RegressionM
         raise ValueError(f"tau must be positive, got {tau}")
     s = np.asarray(samples, dtype=np.float64)
     t = s.shape[0]
+    # Each value's T samples made contiguous, so numpy sums them the same way (pairwise) however
+    # many rows share the array: a batch's summary equals each request's alone, bit for bit.
+    s = np.ascontiguousarray(np.moveaxis(s, 0, -1))
     # np.add.reduce is what np.mean runs, without its Python wrapper, whose cost counts on the
     # serving path where every request summarises its samples (docs/performance.md).
-    mean = np.add.reduce(s, axis=0) / t
+    mean = np.add.reduce(s, axis=-1) / t
     # Computed as the mean squared deviation rather than E[y^2] - mean^2: the same quantity,
     # without the cancellation that makes the textbook form negative for large means.
-    dev = s - mean
-    epistemic = np.add.reduce(np.multiply(dev, dev, out=dev), axis=0) / t
+    dev = s - mean[..., None]
+    epistemic = np.add.reduce(np.multiply(dev, dev, out=dev), axis=-1) / t
     aleatoric = np.full_like(mean, 1.0 / tau)
     return RegressionMoments(mean, epistemic, aleatoric, epistemic + aleatoric)
 
@@ -148,7 +151,8 @@ def classification_measures(prob_samples: NDArray[np.floating]) -> Classificatio
     mean = p.mean(axis=0)
     variance = p.var(axis=0)
     entropy = _entropy(mean)
-    expected_entropy = _entropy(p).mean(axis=0)
+    # (N, T) contiguous: each row's mean over T is summed the same way whatever rows share p.
+    expected_entropy = np.ascontiguousarray(_entropy(p).T).mean(axis=1)
     mutual_information = np.maximum(entropy - expected_entropy, 0.0)
     votes = p.argmax(axis=2)  # (T, N)
     k = p.shape[2]

@@ -2,8 +2,11 @@
 
 Each job keeps its own rows, T, seed and first sample inside the batch (its masks depend on its
 seed, rows and sample indices only), so a batched job returns exactly what it would alone; the
-threshold and metric never enter the batch at all (they are applied to the job's samples
-afterwards). Jobs with different T are stacked, not padded: a batch costs Σ rows·T stacked rows.
+threshold and metric never enter the pass at all. Jobs sent through `predict` are summarised on
+the worker too, after the pass: the rows of all such jobs with the same T are summarised in one
+vectorised step, and each job then takes its rows with its own metric, threshold and seed
+(service/serving/summary.py), so the event loop only receives typed results. Jobs with different
+T are stacked, not padded: a batch costs Σ rows·T stacked rows.
 
 Passes run on dedicated worker threads, one by default (MCDROP_ENGINE_WORKERS), so one pass
 per worker at a time uses torch's thread pool and the event loop stays free. The workers form
@@ -36,6 +39,8 @@ from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
 from service.serving.model import MCDropoutModel
+from service.serving.results import Prediction
+from service.serving.summary import SummarySpec, summarize_many
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +48,16 @@ log = logging.getLogger(__name__)
 # queue_delay_s = how long the batch's oldest job waited before the pass started.
 BatchHook = Callable[[str, int, int, float], None]
 
-Result = NDArray[np.float32] | BaseException
+Raw = NDArray[np.float32]
+Result = Raw | Prediction | BaseException
 
 
 @dataclass
 class _Pending:
     job: SampleJob
-    future: asyncio.Future[NDArray[np.float32]]
+    future: asyncio.Future[Raw | Prediction]
     enqueued: float  # time.monotonic()
+    spec: SummarySpec | None = None  # set: summarise on the worker and deliver the Prediction
 
 
 @dataclass
@@ -114,15 +121,27 @@ class BatchingRunner:
         self._threads = []
 
     async def sample(self, model: MCDropoutModel, job: SampleJob) -> NDArray[np.float32]:
+        out = await self._submit(model, job, None)
+        assert not isinstance(out, Prediction)
+        return out
+
+    async def predict(self, model: MCDropoutModel, job: SampleJob, spec: SummarySpec) -> Prediction:
+        out = await self._submit(model, job, spec)
+        assert isinstance(out, Prediction)
+        return out
+
+    async def _submit(
+        self, model: MCDropoutModel, job: SampleJob, spec: SummarySpec | None
+    ) -> Raw | Prediction:
         if not self._threads:
-            raise RuntimeError("BatchingRunner.sample called before start()")
-        future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
+            raise RuntimeError("BatchingRunner used before start()")
+        future: asyncio.Future[Raw | Prediction] = asyncio.get_running_loop().create_future()
         with self._cond:
             q = self._queues.get(id(model))
             if q is None or q.model is not model:
                 self._forget_idle_versions(model)
                 q = self._queues[id(model)] = _ModelQueue(model)
-            q.waiting.append(_Pending(job, future, time.monotonic()))
+            q.waiting.append(_Pending(job, future, time.monotonic(), spec))
             self._cond.notify()
         return await future
 
@@ -143,7 +162,7 @@ class BatchingRunner:
             if taken is None:
                 return
             q, batch, delay = taken
-            results = _run(q.model, batch)
+            results = _summarized(q.model, batch, _run(q.model, batch))
             with self._cond:
                 q.running -= len(batch)
             rows = sum(p.job.rows * p.job.samples for p in batch)
@@ -233,6 +252,31 @@ def _run(model: MCDropoutModel, batch: list[_Pending]) -> list[Result]:
         except Exception as e:
             results.append(e)
     return results
+
+
+def _summarized(
+    model: MCDropoutModel, batch: list[_Pending], results: list[Result]
+) -> list[Result]:
+    """Replace the raw samples of jobs that asked for a summary by their Prediction."""
+    wanted = [
+        i
+        for i, (p, res) in enumerate(zip(batch, results, strict=True))
+        if p.spec is not None and isinstance(res, np.ndarray)
+    ]
+    if not wanted:
+        return results
+    raws = [results[i] for i in wanted]
+    specs = [batch[i].spec for i in wanted]
+    done = summarize_many(
+        model,
+        [r for r in raws if isinstance(r, np.ndarray)],
+        [batch[i].job.seed for i in wanted],
+        [s for s in specs if s is not None],
+    )
+    out = list(results)
+    for i, res in zip(wanted, done, strict=True):
+        out[i] = res
+    return out
 
 
 __all__ = ["BatchHook", "BatchingRunner"]

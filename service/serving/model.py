@@ -19,8 +19,9 @@ from service.artifacts.manifest import Manifest, read_manifest
 from service.engines import Engine, EngineName, EngineRuntime, Precision, SampleJob, build_engine
 from service.errors import InactiveDropout, InvalidInput
 from service.maths import uncertainty
-from service.serving.results import ClassificationResult, Prediction, RegressionResult
+from service.serving.results import Prediction
 from service.serving.row_shapes import first_bad_row
+from service.serving.summary import SummarySpec, job_result, summarize_rows
 
 MAX_SEED = 2**63 - 1
 
@@ -141,57 +142,9 @@ class MCDropoutModel:
         return_samples: bool = False,
     ) -> Prediction:
         """Turn the engine's (T, N, D) outputs into the prediction, over all N rows at once."""
-        m = self.resolve_metric(metric)
-        thr = self.manifest.threshold if threshold is None else float(threshold)
-        if self.task == "regression":
-            return self._regression(raw, seed, m, thr, return_samples)
-        probs = uncertainty.softmax(raw, axis=2)
-        cm = uncertainty.classification_measures(probs)
-        unc = getattr(cm, m)
-        return ClassificationResult(
-            samples=raw.shape[0],
-            seed=seed,
-            metric=m,
-            threshold=thr,
-            mean=cm.probabilities,
-            variance=cm.variance,
-            uncertainty=unc,
-            abstain=_abstain(unc, thr),
-            raw_samples=probs.astype(np.float32) if return_samples else None,
-            probabilities=cm.probabilities,
-            label=cm.label,
-            predictive_entropy=cm.predictive_entropy,
-            mutual_information=cm.mutual_information,
-            variation_ratio=cm.variation_ratio,
-        )
-
-    def _regression(
-        self, raw: NDArray[np.float32], seed: int, metric: str, thr: float, return_samples: bool
-    ) -> RegressionResult:
-        ys = self.to_target_units(raw)
-        assert self.manifest.tau is not None  # guaranteed for regression manifests
-        mom = uncertainty.regression_moments(ys, self.manifest.tau)
-        values = {
-            "std": mom.std,
-            "variance": mom.variance,
-            "epistemic_std": np.sqrt(mom.epistemic_variance),
-        }
-        # With several outputs the row is as uncertain as its most uncertain output.
-        unc = values[metric].max(axis=1)
-        return RegressionResult(
-            samples=raw.shape[0],
-            seed=seed,
-            metric=metric,
-            threshold=thr,
-            mean=mom.mean,
-            variance=mom.variance,
-            uncertainty=unc,
-            abstain=_abstain(unc, thr),
-            raw_samples=ys.astype(np.float32) if return_samples else None,
-            std=mom.std,
-            epistemic_variance=mom.epistemic_variance,
-            aleatoric_variance=mom.aleatoric_variance,
-        )
+        spec = SummarySpec(threshold, metric, return_samples)
+        self.resolve_metric(metric)  # a bad metric fails before the maths
+        return job_result(self, summarize_rows(self, raw), seed, spec)
 
     def to_target_units(self, raw: NDArray[np.floating]) -> NDArray[np.float64]:
         out: NDArray[np.float64] = np.array(raw, np.float64)  # a copy: scaled in place below
@@ -221,12 +174,6 @@ class MCDropoutModel:
                 f"{self.folder}: all 64 MC passes gave identical outputs; dropout is inactive "
                 "at serving time, so the model cannot express uncertainty"
             )
-
-
-def _abstain(unc: NDArray[np.float64], threshold: float) -> NDArray[np.bool_]:
-    # A non-finite uncertainty is never trusted: refer the item.
-    out: NDArray[np.bool_] = ~np.isfinite(unc) | (unc > threshold)
-    return out
 
 
 def _broadcastable(values: list[float], shape: list[int]) -> NDArray[np.float64]:

@@ -2,21 +2,18 @@
 brought it.
 
 It checks the request's limits, admits it (bound and deadline), draws the MC samples through the
-runner (fixed T, or rounds for `samples: "auto"`), summarises them into a typed result, answers
-overflowed rows, feeds the calibration watch, refers abstained rows and counts the prediction
-in the metrics. Routes only translate a protocol (REST v1, V2) to and from it, so every entry
-point enforces the same limits and does the same bookkeeping.
+runner (fixed T, or rounds for `samples: "auto"`) and summarises them into a typed result (with
+fixed T the runner does both off the event loop, a batch's summaries in one vectorised step),
+answers overflowed rows, feeds the calibration watch, refers abstained rows and counts the
+prediction in the metrics. Routes only translate a protocol (REST v1, V2) to and from it, so every
+entry point enforces the same limits and does the same bookkeeping.
 """
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Literal
-
-import numpy as np
-from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
 from service.errors import InvalidInput
@@ -29,11 +26,8 @@ from service.serving.model import MCDropoutModel, draw_seed
 from service.serving.registry import ModelRegistry
 from service.serving.results import Prediction
 from service.serving.runner import Runner
+from service.serving.summary import SummarySpec
 from service.serving.watch import CalibrationWatches
-
-# Up to this many T×N×D samples a summary is computed on the event loop; larger ones go to a
-# thread. For small requests the thread round trip costs the loop more than the maths itself.
-INLINE_SUMMARY_VALUES = 10_000
 
 
 @dataclass(frozen=True)
@@ -136,13 +130,8 @@ class Predictor:
         x = model.prepare(rows)
         seed = draw_seed() if params.seed is None else params.seed
         async with self.admitted(t * n, params.timeout_ms):
-            raw = await self.runner.sample(model, SampleJob(x, t, seed))
-            if raw.size <= INLINE_SUMMARY_VALUES:
-                # Small: cheaper on the loop than a round trip through a thread.
-                return _summarize(model, raw, seed, params)
-            # The maths over T×N×D values can take a while for large requests: keep it off
-            # the loop, so other requests' replies are not held up behind it.
-            return await asyncio.to_thread(_summarize, model, raw, seed, params)
+            spec = SummarySpec(params.threshold, params.metric, params.return_samples)
+            return await self.runner.predict(model, SampleJob(x, t, seed), spec)
 
     async def _adaptive(
         self, model: MCDropoutModel, rows: Rows, params: PredictParams
@@ -206,12 +195,4 @@ class Predictor:
         return pred
 
 
-def _summarize(
-    model: MCDropoutModel, raw: NDArray[np.float32], seed: int, params: PredictParams
-) -> Prediction:
-    # Samples that overflowed make numpy warn (inf - inf); abstain_non_finite answers those rows.
-    with np.errstate(all="ignore"):
-        return model.summarize(raw, seed, params.threshold, params.metric, params.return_samples)
-
-
-__all__ = ["INLINE_SUMMARY_VALUES", "Inference", "Limits", "PredictParams", "Predictor"]
+__all__ = ["Inference", "Limits", "PredictParams", "Predictor"]

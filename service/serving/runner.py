@@ -1,6 +1,8 @@
 """Runners draw a request's MC samples off the event loop.
 
-The API awaits `runner.sample(model, job)` and gets the job's (T, N, D) samples back. The plain
+A fixed-T request awaits `runner.predict(model, job, spec)` and gets its typed result back, the
+samples drawn and summarised off the event loop; adaptive rounds await `runner.sample(model, job)`
+for the round's raw (T, N, D) samples. The plain
 `DirectRunner` runs one job at a time per engine worker (one by default): one thread keeps one
 BLAS pool busy (parallel jobs would fight over the cores), and the event loop
 stays free, so /health/live answers while a large request computes. A batching runner merges
@@ -18,6 +20,8 @@ from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
 from service.serving.model import MCDropoutModel
+from service.serving.results import Prediction
+from service.serving.summary import SummarySpec, summarize_many
 
 
 class Runner(Protocol):
@@ -33,6 +37,10 @@ class Runner(Protocol):
 
     async def sample(self, model: MCDropoutModel, job: SampleJob) -> NDArray[np.float32]:
         """The job's (T, N, D) raw samples from the model's engine."""
+        ...
+
+    async def predict(self, model: MCDropoutModel, job: SampleJob, spec: SummarySpec) -> Prediction:
+        """The job's samples summarised with its options (the model's summarize, off the loop)."""
         ...
 
 
@@ -62,3 +70,17 @@ class DirectRunner:
         loop = asyncio.get_running_loop()
         out = await loop.run_in_executor(self._executor, model.engine.sample_many, [job])
         return out[0]
+
+    async def predict(self, model: MCDropoutModel, job: SampleJob, spec: SummarySpec) -> Prediction:
+        if self._executor is None:
+            raise RuntimeError("DirectRunner.predict called before start()")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _predict, model, job, spec)
+
+
+def _predict(model: MCDropoutModel, job: SampleJob, spec: SummarySpec) -> Prediction:
+    raw = model.engine.sample_many([job])[0]
+    out = summarize_many(model, [raw], [job.seed], [spec])[0]
+    if isinstance(out, BaseException):
+        raise out
+    return out
