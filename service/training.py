@@ -59,6 +59,10 @@ class TrainConfig:
     max_samples: int = 10_000
     input_scale: float = 1.0  # e.g. 1/255 for 8-bit images
     image_zero: Literal["black", "white"] = "black"  # how reviewers see an image's value 0
+    # Classification with validation rows: stop when the MC validation NLL (val_samples masks)
+    # has not improved for this many epochs, and keep the weights of its best epoch.
+    early_stopping: int | None = None
+    val_samples: int = 20
 
 
 @dataclass
@@ -91,6 +95,10 @@ def train(
     x_all = np.asarray(ds.x, np.float64) * cfg.input_scale
     input_shape = list(x_all.shape[1:])
     tr, va = validation_split(len(x_all), cfg.val_fraction, cfg.seed)
+    if cfg.early_stopping is not None and (cfg.task != "classification" or not len(va)):
+        raise ValueError("early stopping needs a classification task and val_fraction > 0")
+    if cfg.early_stopping is not None and (cfg.early_stopping < 1 or cfg.val_samples < 1):
+        raise ValueError("early_stopping (patience) and val_samples must be at least 1")
     images = cfg.arch == "convnet"
     # Images get one global mean/std (per-pixel statistics would blow up on constant borders).
     if images:
@@ -158,7 +166,9 @@ def train(
         disable=None if progress else True,
         unit="epoch",
     )
-    for _ in bar:
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch in bar:
         perm = torch.randperm(n_train, generator=gen)
         total = 0.0
         for i in range(0, n_train, cfg.batch_size):
@@ -169,6 +179,18 @@ def train(
             opt.step()
             total += float(loss.detach()) * len(idx)
         bar.set_postfix(loss=f"{total / n_train:.4f}")
+        if cfg.early_stopping is None:
+            continue
+        point = _validation_point(net, input_shape, xn[va], labels[va], cfg.val_samples, cfg.seed)
+        history.append({"epoch": epoch + 1, "train_loss": total / n_train, **point})
+        net.train()
+        if best is None or point["mc_nll"] < best[0]:
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best = (point["mc_nll"], epoch + 1, state)
+        elif epoch + 1 - best[1] >= cfg.early_stopping:
+            break
+    if best is not None:
+        net.load_state_dict(best[2])
     net.eval()
 
     # Held-out metrics with MC dropout (T=100, fixed seed), and tau / threshold from them.
@@ -236,6 +258,7 @@ def train(
             "threshold_source": "placeholder: 90th percentile of held-out uncertainty",
             "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "torch": torch.__version__,
+            **({"best_epoch": best[1], "history": history} if best is not None else {}),
         },
         metrics=metrics,
         weights=WeightsRef(sha256="0" * 64),
@@ -253,6 +276,28 @@ def save_artifact(out: Path, manifest: Manifest, net: nn.Sequential) -> Manifest
     return manifest
 
 
+def _validation_point(
+    net: nn.Sequential,
+    input_shape: list[int],
+    x: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    samples: int,
+    seed: int,
+) -> dict[str, float]:
+    """Validation NLL and accuracy after an epoch: MC dropout (`samples` masks) and standard."""
+    net.eval()
+    raw = TorchEngine(net, input_shape, device="cpu").sample_many([SampleJob(x, samples, seed)])[0]
+    mc = uncertainty.softmax(raw, axis=2).mean(axis=0)
+    with torch.no_grad():
+        std = uncertainty.softmax(net(torch.from_numpy(x)).numpy(), axis=1)
+    return {
+        "mc_nll": uncertainty.nll(mc, labels),
+        "standard_nll": uncertainty.nll(std, labels),
+        "mc_accuracy": uncertainty.accuracy(mc, labels),
+        "standard_accuracy": uncertainty.accuracy(std, labels),
+    }
+
+
 def _fit_tau(ys: NDArray[np.float64], y: NDArray[np.float64]) -> float:
     """tau maximising the paper's MC log-likelihood on held-out rows (see uncertainty.fit_tau)."""
     return uncertainty.fit_tau(ys, y)
@@ -260,4 +305,5 @@ def _fit_tau(ys: NDArray[np.float64], y: NDArray[np.float64]) -> float:
 
 def summary(result: TrainResult) -> dict[str, Any]:
     m = result.manifest
-    return {"name": m.name, "task": m.task, "tau": m.tau, **result.val_metrics}
+    best = {"best_epoch": m.training["best_epoch"]} if "best_epoch" in m.training else {}
+    return {"name": m.name, "task": m.task, "tau": m.tau, **best, **result.val_metrics}
