@@ -28,6 +28,7 @@ lint: install
 	$(BIN)/ruff format --check service tests bench scripts examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_sizes.py service
 	$(BIN)/hadolint Dockerfile
 
 format: install

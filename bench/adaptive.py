@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from service.serving.adaptive import predict_adaptive
 from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
 from service.serving.runner import DirectRunner
@@ -61,7 +60,7 @@ def datasets(models: Path, fashion_dir: str | None) -> list[tuple[str, np.ndarra
     out = []
     images = fashion_images(fashion_dir) if (models / "fashion-mnist").is_dir() else None
     if images is not None:
-        from service.data import read_idx_pair
+        from service.artifacts.data import read_idx_pair
 
         out.append(("fashion-mnist", read_idx_pair(images).x))
     else:
@@ -78,7 +77,6 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     await predictor.runner.start()
     results = []
     for name, x in datasets(Path(args.model_dir), args.fashion_dir):
-        model = predictor.model(name)
         chunks = [x[i : i + args.rows].tolist() for i in range(0, len(x), args.rows)]
         for t_max in args.max_samples:
             used, agree, floor = [], [], []
@@ -88,30 +86,35 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for k, rows in enumerate(chunks):
                     seed = 1000 * rep + k
                     t0 = time.perf_counter()
-                    a = await predict_adaptive(
-                        predictor, model, rows, seed=seed, threshold=None, metric=None,
-                        max_samples=t_max, confidence=args.confidence,
-                    )  # fmt: skip
+                    auto = PredictParams(
+                        samples="auto", seed=seed, max_samples=t_max, confidence=args.confidence
+                    )
+                    a = (await predictor.infer(name, rows, auto)).result
                     t1 = time.perf_counter()
-                    f = await predictor.predict(model, rows, PredictParams(t_max, seed))
+                    f = (await predictor.infer(name, rows, PredictParams(t_max, seed))).result
                     t2 = time.perf_counter()
                     ta, tf = ta + t1 - t0, tf + t2 - t1
                     if rep == 0:
-                        g = await predictor.predict(model, rows, PredictParams(t_max, seed + 7))
-                        used.append(a.samples_used)
-                        agree.append(a.prediction.abstain == f.abstain)
+                        g = (
+                            await predictor.infer(name, rows, PredictParams(t_max, seed + 7))
+                        ).result
+                        assert a.adaptive is not None
+                        used.append(a.adaptive.samples_used)
+                        agree.append(a.abstain == f.abstain)
                         floor.append(g.abstain == f.abstain)
                 t_auto.append(ta)
                 t_fixed.append(tf)
             u = np.concatenate(used)
             row = {
-                "model": name, "rows": len(x), "max_samples": t_max,
+                "model": name,
+                "rows": len(x),
+                "max_samples": t_max,
                 "samples": float(u.mean() / t_max),
                 "settled_early": float(np.mean(u < t_max)),
                 "agree": float(np.concatenate(agree).mean()),
                 "floor": float(np.concatenate(floor).mean()),
                 "wall": float(np.median(t_auto) / np.median(t_fixed)),
-            }  # fmt: skip
+            }
             print(
                 f"{name:14s} T_max={t_max:5d}  samples {row['samples']:.3f} (<=0.25)  "
                 f"agree {row['agree']:.4f} (>=0.99, floor {row['floor']:.4f})  "

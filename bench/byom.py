@@ -39,9 +39,10 @@ from perf import interleaved, reference_mlp
 
 from service.engines.base import Engine, SampleJob
 from service.engines.onnx_engine import session_options
-from service.engines.torch_engine import TorchEngine, on_torch_thread
-from service.engines.torch_package import mc_mode, package_torch
-from service.model import load_model
+from service.engines.runtime import EngineRuntime
+from service.engines.torch_engine import TorchEngine
+from service.serving.model import load_model
+from service.training.torch_package import mc_mode, package_torch
 
 ROOT = Path(__file__).resolve().parent.parent
 Q = 64
@@ -55,7 +56,8 @@ def packaged(module: nn.Module, folder: Path) -> Engine:
 def part_mlp(tmp: Path, reps: int) -> list[dict[str, object]]:
     net = reference_mlp(Q)
     ours = packaged(net, tmp / "mlp")
-    builtin = on_torch_thread(TorchEngine, net, [Q], "cpu")
+    cpu = EngineRuntime(device="cpu")
+    builtin = cpu.calls.run(TorchEngine, net, [Q], cpu)
     rows = []
     for n, t in [(1, 100), (32, 50)]:
         x = np.random.default_rng(0).standard_normal((n, Q)).astype(np.float32)
@@ -67,8 +69,15 @@ def part_mlp(tmp: Path, reps: int) -> list[dict[str, object]]:
             },
             reps,
         )
-        rows.append(_ratio(f"packaged MLP / built-in torch engine, (N,T)=({n},{t})", r,
-                           "packaged", "builtin", target=1.2))  # fmt: skip
+        rows.append(
+            _ratio(
+                f"packaged MLP / built-in torch engine, (N,T)=({n},{t})",
+                r,
+                "packaged",
+                "builtin",
+                target=1.2,
+            )
+        )
     return rows
 
 
@@ -77,9 +86,13 @@ class BackboneHead(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.backbone = nn.Sequential(
-            nn.Linear(Q, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
-            nn.Linear(1024, 1024), nn.ReLU(),
-        )  # fmt: skip
+            nn.Linear(Q, 1024),
+            nn.ReLU(),
+            nn.Linear(1024, 1024),
+            nn.ReLU(),
+            nn.Linear(1024, 1024),
+            nn.ReLU(),
+        )
         self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(1024, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,8 +102,15 @@ class BackboneHead(nn.Module):
 
 def _session(module: nn.Module, width: int) -> ort.InferenceSession:
     buf = io.BytesIO()
-    torch.onnx.export(module.eval(), (torch.randn(2, width),), buf, dynamo=False,  # type: ignore[arg-type]
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})  # fmt: skip
+    torch.onnx.export(
+        module.eval(),
+        (torch.randn(2, width),),
+        buf,  # type: ignore[arg-type]
+        dynamo=False,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}},
+    )
     return ort.InferenceSession(
         buf.getvalue(), session_options(None), providers=["CPUExecutionProvider"]
     )
@@ -136,14 +156,31 @@ def part_head(tmp: Path, reps: int) -> list[dict[str, object]]:
             reps,
         )
         label = f"(N,T)=({n},{t})"
-        rows.append(_ratio(f"backbone+head packaged / (1 backbone + {t} head passes), {label}",
-                           r, "packaged", "floor", target=1.3))  # fmt: skip
-        rows.append(_ratio(f"backbone+head packaged / the same without masks (onnxruntime), {label}",
-                           r, "packaged", "no_masks"))  # fmt: skip
-        rows.append(_ratio(f"naive loop of {t} full passes / packaged, {label}", r,
-                           "naive_loop", "packaged"))  # fmt: skip
-        rows.append(_ratio(f"whole network on N*T rows / packaged, {label}", r,
-                           "naive_batched", "packaged"))  # fmt: skip
+        rows.append(
+            _ratio(
+                f"backbone+head packaged / (1 backbone + {t} head passes), {label}",
+                r,
+                "packaged",
+                "floor",
+                target=1.3,
+            )
+        )
+        rows.append(
+            _ratio(
+                f"backbone+head packaged / the same without masks (onnxruntime), {label}",
+                r,
+                "packaged",
+                "no_masks",
+            )
+        )
+        rows.append(
+            _ratio(
+                f"naive loop of {t} full passes / packaged, {label}", r, "naive_loop", "packaged"
+            )
+        )
+        rows.append(
+            _ratio(f"whole network on N*T rows / packaged, {label}", r, "naive_batched", "packaged")
+        )
     return rows
 
 
@@ -159,8 +196,10 @@ def _ratio(
     }
     if target is not None:
         row["target"] = target
-    print(f"{what:72s} wall {row['wall_ratio']:6.2f}  cpu {row['cpu_ratio']:6.2f}"
-          + (f"  (target <= {target})" if target else ""))  # fmt: skip
+    print(
+        f"{what:72s} wall {row['wall_ratio']:6.2f}  cpu {row['cpu_ratio']:6.2f}"
+        + (f"  (target <= {target})" if target else "")
+    )
     return row
 
 
@@ -174,10 +213,14 @@ def main() -> None:
         rows = part_mlp(Path(tmp), reps) + part_head(Path(tmp), reps)
     result = {
         "command": "bench/byom.py" + (" --quick" if args.quick else ""),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__, "onnxruntime": ort.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+        },
         "results": rows,
-    }  # fmt: skip
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

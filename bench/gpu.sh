@@ -48,8 +48,8 @@ fi
 
 status=0
 echo "== tests"
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_masks.py tests/test_mc_kernel.py \
-  tests/test_engine.py tests/serving/test_adaptive_serving.py tests/api/test_models.py \
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/engines/test_masks.py tests/engines/test_mc_kernel.py \
+  tests/engines/test_engine.py tests/serving/test_adaptive_serving.py tests/api/test_models.py \
   2>&1 | tee "$OUT/pytest.txt" | tail -15 || status=1
 echo "== checks and figures"
 (cd bench && timeout 270 "$PY" gpu_check.py --out "$(cd .. && realpath "$OUT")/gpu.json") \

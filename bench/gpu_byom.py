@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf import reference_mlp
 
 from service.engines.base import SampleJob
-from service.engines.torch_package import package_torch
-from service.model import load_model
+from service.serving.model import load_model
+from service.training.torch_package import package_torch
 
 
 def main() -> int:
@@ -43,8 +43,9 @@ def main() -> int:
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = package_torch(reference_mlp(64), torch.randn(4, 64), Path(tmp) / "mlp",
-                               task="classification")  # fmt: skip
+        folder = package_torch(
+            reference_mlp(64), torch.randn(4, 64), Path(tmp) / "mlp", task="classification"
+        )
         cpu = load_model(folder, device="cpu").engine
         gpu = load_model(folder, device="cuda").engine
         x = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)

@@ -39,9 +39,10 @@ from torch import nn
 
 from service.engines import masks, torch_masks
 from service.engines.base import SampleJob
+from service.engines.nets import MCDropout
+from service.engines.runtime import EngineRuntime
 from service.engines.torch_engine import TorchEngine
-from service.model import load_model
-from service.nets import MCDropout
+from service.serving.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 REF_FLOP_PER_ROW = 2 * (64 * 1024 + 2 * 1024 * 1024 + 1024 * 10)
@@ -118,15 +119,17 @@ def engine_checks(name: str, cpu: Any, gpu: Any, gpu_small: Any, x: np.ndarray) 
 
 def mlp_checks() -> nn.Sequential:
     net = reference_mlp(64)
-    cpu = TorchEngine(net, [64], "cpu")
-    gpu = TorchEngine(net, [64], DEVICE, max_activation_mb=4096)
-    small = TorchEngine(net, [64], DEVICE, max_activation_mb=1)
+    cpu = TorchEngine(net, [64], EngineRuntime(device="cpu"))
+    gpu = TorchEngine(net, [64], EngineRuntime(device=DEVICE, max_activation_mb=4096))
+    small = TorchEngine(net, [64], EngineRuntime(device=DEVICE, max_activation_mb=1))
     check("caller's module stays on the cpu", next(net.parameters()).device.type == "cpu")
     x = np.random.default_rng(0).standard_normal((6, 64)).astype(np.float32)
     engine_checks("reference MLP", cpu, gpu, small, x)
     before = torch.get_float32_matmul_precision()
     if DEVICE == "cuda":
-        TorchEngine(net, [64], DEVICE, precision="tf32").sample_many([SampleJob(x, 8, 1)])
+        TorchEngine(net, [64], EngineRuntime(device=DEVICE, precision="tf32")).sample_many(
+            [SampleJob(x, 8, 1)]
+        )
     after = torch.get_float32_matmul_precision()
     check("tf32 engine leaves matmul precision alone", before == after, before=before, after=after)
     return net
@@ -145,16 +148,25 @@ def convnet_checks() -> None:
     stacked = np.tile(xs, (t, 1, 1, 1))
     mc = timed(lambda: gpu.engine.sample_many([SampleJob(xs, t, 1)]), reps=5)
     chain = timed(lambda: gpu.engine.deterministic(stacked), reps=5)
-    results["figures"]["convnet"] = {"N": n, "T": t, "mc_ms": mc * 1e3, "chain_ms": chain * 1e3,
-                                     "chain_over_mc": chain / mc}  # fmt: skip
-    print(f"  convnet N={n} T={t}: MC {mc * 1e3:.1f} ms, chain {chain * 1e3:.1f} ms, "
-          f"chain/MC {chain / mc:.2f}", flush=True)  # fmt: skip
+    results["figures"]["convnet"] = {
+        "N": n,
+        "T": t,
+        "mc_ms": mc * 1e3,
+        "chain_ms": chain * 1e3,
+        "chain_over_mc": chain / mc,
+    }
+    print(
+        f"  convnet N={n} T={t}: MC {mc * 1e3:.1f} ms, chain {chain * 1e3:.1f} ms, "
+        f"chain/MC {chain / mc:.2f}",
+        flush=True,
+    )
 
 
 def tflops(net: nn.Sequential) -> None:
     rows: list[dict[str, Any]] = []
     for precision in ("float32", "tf32", "bf16") if DEVICE == "cuda" else ("float32",):
-        eng = TorchEngine(net, [64], DEVICE, max_activation_mb=8192, precision=precision)
+        runtime = EngineRuntime(device=DEVICE, max_activation_mb=8192, precision=precision)
+        eng = TorchEngine(net, [64], runtime)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)])
         plain = plain.to(DEVICE, dtype).eval()  # a copy: net itself is the CPU reference
@@ -169,12 +181,20 @@ def tflops(net: nn.Sequential) -> None:
                 torch.set_float32_matmul_precision("highest")
             mc = timed(lambda: eng.sample_many([SampleJob(xn, t, 1)]))  # noqa: B023
             flop = n * t * REF_FLOP_PER_ROW
-            row = {"precision": precision, "N": n, "T": t, "mc_tflops": flop / mc / 1e12,
-                   "chain_tflops": flop / chain / 1e12, "mc_over_chain": chain / mc}  # fmt: skip
+            row = {
+                "precision": precision,
+                "N": n,
+                "T": t,
+                "mc_tflops": flop / mc / 1e12,
+                "chain_tflops": flop / chain / 1e12,
+                "mc_over_chain": chain / mc,
+            }
             rows.append(row)
-            print(f"  {precision:>7} N={n:<5} T={t:<4} MC {row['mc_tflops']:7.2f} TFLOP/s, "
-                  f"chain {row['chain_tflops']:7.2f}, MC/chain {row['mc_over_chain']:.2f}",
-                  flush=True)  # fmt: skip
+            print(
+                f"  {precision:>7} N={n:<5} T={t:<4} MC {row['mc_tflops']:7.2f} TFLOP/s, "
+                f"chain {row['chain_tflops']:7.2f}, MC/chain {row['mc_over_chain']:.2f}",
+                flush=True,
+            )
     results["figures"]["tflops"] = rows
     main = [r for r in rows if (r["N"], r["T"]) == (1024, 100)]
     results["targets"] = results.get("targets", {})
@@ -197,11 +217,19 @@ def http_serving(seconds: float) -> None:
         chain = timed(lambda: plain(x).cpu())
     ceiling = 64 / chain
     port = free_port()
-    env = {**os.environ, "MCDROP_MODEL_DIR": str(tmp / "models"), "MCDROP_HOST": "127.0.0.1",
-           "MCDROP_PORT": str(port), "MCDROP_DEVICE": DEVICE, "MCDROP_LOG_LEVEL": "warning",
-           "MCDROP_REFERRALS": "false", "MCDROP_DATABASE_URL": f"sqlite:///{tmp}/ref.db",
-           "MCDROP_REFERRAL_SPOOL": str(tmp / "spool.jsonl"), "MCDROP_MAX_QUEUED_REQUESTS": "256",
-           "OMP_WAIT_POLICY": "PASSIVE"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MCDROP_MODEL_DIR": str(tmp / "models"),
+        "MCDROP_HOST": "127.0.0.1",
+        "MCDROP_PORT": str(port),
+        "MCDROP_DEVICE": DEVICE,
+        "MCDROP_LOG_LEVEL": "warning",
+        "MCDROP_REFERRALS": "false",
+        "MCDROP_DATABASE_URL": f"sqlite:///{tmp}/ref.db",
+        "MCDROP_REFERRAL_SPOOL": str(tmp / "spool.jsonl"),
+        "MCDROP_MAX_QUEUED_REQUESTS": "256",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     cmd = [sys.executable, "-m", "service.cli", "serve"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
@@ -226,9 +254,12 @@ def http_serving(seconds: float) -> None:
     results["figures"]["http_c64"] = r
     results.setdefault("targets", {})["http >= 0.8 ceiling at c=64"] = r["over_ceiling"] >= 0.8
     check("http: no errors under load", r["errors"] == 0, errors=r["errors"])
-    print(f"  http c=64: {r['rps']:.0f} req/s, ceiling {ceiling:.0f}, "
-          f"ratio {r['over_ceiling']:.2f}, p99 {r['p99_ms']:.1f} ms, client CPU "
-          f"{r['client_cpu_s']:.1f} s", flush=True)  # fmt: skip
+    print(
+        f"  http c=64: {r['rps']:.0f} req/s, ceiling {ceiling:.0f}, "
+        f"ratio {r['over_ceiling']:.2f}, p99 {r['p99_ms']:.1f} ms, client CPU "
+        f"{r['client_cpu_s']:.1f} s",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -260,8 +291,10 @@ def main() -> int:
             check(f"{name}: ran", False, error=f"{type(e).__name__}: {e}")
         Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
     failed = [k for k, v in results["checks"].items() if not v["ok"]]
-    print(f"{len(results['checks']) - len(failed)} checks passed, {len(failed)} failed; "
-          f"targets: {results.get('targets')}")  # fmt: skip
+    print(
+        f"{len(results['checks']) - len(failed)} checks passed, {len(failed)} failed; "
+        f"targets: {results.get('targets')}"
+    )
     return 1 if failed else 0
 
 

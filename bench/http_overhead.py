@@ -23,7 +23,7 @@ import numpy as np
 
 from service.api.app import create_app
 from service.config import Settings
-from service.model import load_model
+from service.serving.model import load_model
 from service.serving.predictor import PredictParams
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +46,6 @@ async def main() -> None:
     times: dict[str, list[float]] = {"library": [], "runner": [], "http": []}
     async with app.router.lifespan_context(app):
         predictor = app.state.predictor
-        served = predictor.model(args.model)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             url = f"/v1/models/{args.model}/predict"
@@ -54,7 +53,7 @@ async def main() -> None:
                 t0 = time.perf_counter()
                 lib.predict(x, samples=args.samples, seed=0)
                 t1 = time.perf_counter()
-                await predictor.predict(served, x.tolist(), params)
+                await predictor.infer(args.model, x.tolist(), params)
                 t2 = time.perf_counter()
                 r = await client.post(url, json=body)
                 t3 = time.perf_counter()

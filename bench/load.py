@@ -164,7 +164,8 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=60)
     print(
-        "| phase | requests | 200 | other statuses | client errors | p50 ms | p95 ms | p99 ms | req/s |"
+        "| phase | requests | 200 | other statuses | client errors "
+        "| p50 ms | p95 ms | p99 ms | req/s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     rows: list[dict[str, Any]] = []
@@ -172,25 +173,42 @@ def main() -> int:
         n = sum(ph.statuses.values()) + sum(ph.errors.values())
         other = {k: v for k, v in sorted(ph.statuses.items()) if k != 200}
         row = {
-            "phase": ph.name, "requests": n, "ok": ph.statuses[200], "other": other,
-            "errors": dict(ph.errors), "p50_ms": _pct(ph.latencies, 50),
-            "p95_ms": _pct(ph.latencies, 95), "p99_ms": _pct(ph.latencies, 99),
+            "phase": ph.name,
+            "requests": n,
+            "ok": ph.statuses[200],
+            "other": other,
+            "errors": dict(ph.errors),
+            "p50_ms": _pct(ph.latencies, 50),
+            "p95_ms": _pct(ph.latencies, 95),
+            "p99_ms": _pct(ph.latencies, 99),
             "rps": n / ph.seconds if ph.seconds else 0.0,
-        }  # fmt: skip
+        }
         rows.append(row)
-        print(f"| {ph.name} | {n} | {row['ok']} | {other or '-'} | {dict(ph.errors) or '-'} | "
-              f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['p99_ms']:.1f} | {row['rps']:.0f} |")  # fmt: skip
+        print(
+            f"| {ph.name} | {n} | {row['ok']} | {other or '-'} | {dict(ph.errors) or '-'} | "
+            f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['p99_ms']:.1f} | {row['rps']:.0f} |"
+        )
     h = probe.latencies
     over = sum(1 for x in h if x > 0.1)
     health = {
-        "probes": len(h), "failures": probe.failures, "p50_ms": _pct(h, 50),
-        "p99_ms": _pct(h, 99), "max_ms": max(h) * 1000 if h else float("nan"), "over_100ms": over,
-    }  # fmt: skip
-    print(f"\n/health/live: {len(h)} probes, {probe.failures} failed, p50 {health['p50_ms']:.1f} ms, "
-          f"p99 {health['p99_ms']:.1f} ms, max {health['max_ms']:.1f} ms, {over} over 100 ms")  # fmt: skip
+        "probes": len(h),
+        "failures": probe.failures,
+        "p50_ms": _pct(h, 50),
+        "p99_ms": _pct(h, 99),
+        "max_ms": max(h) * 1000 if h else float("nan"),
+        "over_100ms": over,
+    }
+    print(
+        f"\n/health/live: {len(h)} probes, {probe.failures} failed, p50 {health['p50_ms']:.1f} ms, "
+        f"p99 {health['p99_ms']:.1f} ms, max {health['max_ms']:.1f} ms, {over} over 100 ms"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"server_env": SERVER_ENV if proc else None,
-                                     "phases": rows, "health": health}, indent=2) + "\n")  # fmt: skip
+    args.json.write_text(
+        json.dumps(
+            {"server_env": SERVER_ENV if proc else None, "phases": rows, "health": health}, indent=2
+        )
+        + "\n"
+    )
     unexpected = any(set(r["other"]) - {503} or r["errors"] for r in rows)
     return 1 if unexpected or probe.failures or over else 0
 

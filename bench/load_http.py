@@ -10,7 +10,8 @@ own CPU time, at each concurrency, for one URL. Run it once per server configura
     # terminal 2
     .venv/bin/python bench/load_http.py http://127.0.0.1:8000/v1/models/diabetes/predict \
         --body '{"inputs": [[0,0,0,0,0,0,0,0,0,0]], "samples": 100}' --label batcher-on
-    .venv/bin/python bench/load_http.py http://127.0.0.1:8000/health/live --method GET --label http-ceiling
+    .venv/bin/python bench/load_http.py http://127.0.0.1:8000/health/live --method GET \
+        --label http-ceiling
 
 Results are appended to bench/results/load_http.json. bench/serve_load.py runs the whole
 part-c comparison (servers, ceilings, repeats) in one go.

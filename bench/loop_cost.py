@@ -1,6 +1,7 @@
 """Event-loop CPU per request, in process: the part c ceiling that the HTTP benchmark cannot show.
 
     .venv/bin/python bench/loop_cost.py [--model diabetes|ref] [--concurrency 32] [--requests 4000]
+                                        [--rows 1]
 
 bench/serve_load.py measures requests/s over loopback, where the load generator shares the two
 cores with the server. This one calls the ASGI app directly (no sockets, no client) with
@@ -8,7 +9,9 @@ cores with the server. This one calls the ASGI app directly (no sockets, no clie
   loop:   CPU time of the event-loop thread (time.thread_time), the serial part of a server;
   others: CPU time of every other thread (batcher, torch thread, mask threads);
   wall:   elapsed time / requests.
-for GET /health/live (the trivial endpoint) and POST /v1/models/{model}/predict (N=1, T=100),
+for GET /health/live (the trivial endpoint), POST /v1/models/{model}/predict (N=--rows, T=100) and
+the same request over V2 (POST /v2/models/{model}/infer, JSON tensor in, the mean, variance,
+uncertainty and abstain tensors out),
 where `ref` is bench/serve_load.py's reference MLP (written to a temporary folder),
 alternating over the repeats, with the ratio of predict to trivial measured in the same run.
 Python runs one thread at a time, so loop + others close to wall means the two take turns.
@@ -41,12 +44,22 @@ Message = MutableMapping[str, Any]
 async def call(app: Any, method: str, path: str, body: bytes) -> int:
     """One request through the whole ASGI stack (middleware included); returns the status."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-    }  # fmt: skip
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
     sent = False
 
     async def receive() -> Message:
@@ -96,6 +109,7 @@ async def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=1, help="rows per request")
     args = ap.parse_args()
 
     model_dir = Path(tempfile.mkdtemp(prefix="mcdrop-loop-cost-"))
@@ -116,11 +130,28 @@ async def run(args: argparse.Namespace, model_dir: Path) -> None:
     app = create_app(Settings(model_dir=str(model_dir), batching=True, referrals=False))
     async with app.router.lifespan_context(app):
         row = [0.01] * app.state.predictor.model(args.model).manifest.input_size
-        body = json.dumps({"inputs": [row], "samples": 100}).encode()  # a fresh seed each
+        rows = [row] * args.rows
+        body = json.dumps({"inputs": rows, "samples": 100}).encode()  # a fresh seed each
         path = f"/v1/models/{args.model}/predict"
+        v2_body = json.dumps(
+            {
+                "parameters": {"samples": 100},
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [args.rows, len(row)],
+                        "datatype": "FP64",
+                        "data": rows,
+                    }
+                ],
+                "outputs": [{"name": n} for n in ("mean", "variance", "uncertainty", "abstain")],
+            }
+        ).encode()
+        v2_path = f"/v2/models/{args.model}/infer"
         variants: dict[str, Callable[[], Awaitable[int]]] = {
             "trivial": lambda: call(app, "GET", "/health/live", b""),
             "predict": lambda: call(app, "POST", path, body),
+            "v2": lambda: call(app, "POST", v2_path, v2_body),
         }
         for request in variants.values():  # warm-up
             await measure(request, args.concurrency, 200)
@@ -130,13 +161,18 @@ async def run(args: argparse.Namespace, model_dir: Path) -> None:
                 runs[name].append(await measure(request, args.concurrency, args.requests))
 
     med = {k: {m: statistics.median(r[m] for r in rs) for m in rs[0]} for k, rs in runs.items()}
-    print(f"{args.model}, concurrency {args.concurrency}, N=1, T=100, batcher on "
-          f"(medians of {args.repeats}), microseconds per request:")  # fmt: skip
+    print(
+        f"{args.model}, concurrency {args.concurrency}, N={args.rows}, T=100, batcher on "
+        f"(medians of {args.repeats}), microseconds per request:"
+    )
     print(f"{'':10}{'loop':>8}{'others':>8}{'wall':>8}")
     for name, m in med.items():
         print(f"{name:10}{m['loop_us']:8.0f}{m['others_us']:8.0f}{m['wall_us']:8.0f}")
-    print(f"predict / trivial: loop {med['predict']['loop_us'] / med['trivial']['loop_us']:.2f}, "
-          f"wall {med['predict']['wall_us'] / med['trivial']['wall_us']:.2f}")  # fmt: skip
+    for name in ("predict", "v2"):
+        print(
+            f"{name} / trivial: loop {med[name]['loop_us'] / med['trivial']['loop_us']:.2f}, "
+            f"wall {med[name]['wall_us'] / med['trivial']['wall_us']:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -24,15 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf import reference_mlp
 
 from service.engines.base import SampleJob, chunk_rows, plan_chunks
-from service.engines.torch_engine import TorchEngine, configure_threads, on_torch_thread
-from service.nets import MCDropout
+from service.engines.nets import MCDropout
+from service.engines.runtime import EngineRuntime
+from service.engines.torch_engine import TorchEngine
+from service.engines.torch_runtime import apply_thread_settings
 
 
 def main() -> None:
     n, t = (int(sys.argv[1]), int(sys.argv[2])) if len(sys.argv) > 2 else (1, 100)
-    configure_threads(None)
+    cpu = EngineRuntime(device="cpu")
+    apply_thread_settings(cpu)
     net = reference_mlp(64)
-    eng: TorchEngine = on_torch_thread(TorchEngine, net, [64], "cpu")
+    eng: TorchEngine = cpu.calls.run(TorchEngine, net, [64], cpu)
     plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)]).eval()
     x = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)
     stacked = torch.from_numpy(np.tile(x, (t, 1)))
@@ -50,13 +53,13 @@ def main() -> None:
             pre = eng.prefix(torch.as_tensor(x))
             for chunk in plan_chunks([(n, t)], eng.max_rows):
                 rows = chunk_rows(chunk, jobs)
-                noise = eng._draw_noise(rows)
+                noise = eng.mask_strategy.draw(rows)
                 h = eng._first_site(chunk, jobs, pre)
                 t0 = tick("replicate", t0)
                 for i, mod in enumerate(eng.body):
                     site = eng.sites.get(i)
                     if site is not None:
-                        h = eng._apply(h, site, rows, noise[site.site])
+                        h = eng.mask_strategy.apply(h, site, rows, noise[site.site])
                         t0 = tick(f"mask{site.site}", t0)
                     elif isinstance(mod, nn.ReLU):
                         h.relu_()
@@ -87,7 +90,7 @@ def main() -> None:
             chain()
         return {k: v / reps * 1e3 for k, v in acc.items()}
 
-    res = on_torch_thread(run)
+    res = cpu.calls.run(run)
     print(f"N={n} T={t}, {torch.get_num_threads()} threads; ms per pass:")
     for k, v in res.items():
         print(f"  {k:<14} {v:8.3f}")

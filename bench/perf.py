@@ -36,13 +36,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.artifact import DropoutSpec, MLPArchitecture
+from service.artifacts.manifest import DropoutSpec, MLPArchitecture
 from service.engines.base import SampleJob
-from service.engines.torch_engine import TorchEngine, configure_threads, on_torch_thread
-from service.nets import MCDropout, build_mlp
+from service.engines.nets import MCDropout, build_mlp
+from service.engines.runtime import EngineRuntime
+from service.engines.torch_engine import TorchEngine
+from service.engines.torch_runtime import apply_thread_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [(1, 100), (32, 50), (256, 30), (1, 1000)]
+CPU = EngineRuntime(device="cpu")  # one torch thread for every engine and variant here
 
 
 def interleaved(fs: dict[str, Callable[[], object]], reps: int) -> dict[str, dict[str, float]]:
@@ -77,10 +80,9 @@ def reps_for(rows: int, quick: bool) -> int:
 
 def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
     net = reference_mlp(q)
-    # Every variant runs on the engine's torch thread (service.engines.torch_engine.
-    # on_torch_thread), as the service runs it: one OpenMP team in the process, and the same
-    # hand-off cost in each variant.
-    engine = on_torch_thread(TorchEngine, net, [q], "cpu")
+    # Every variant runs on the engine's torch thread (EngineRuntime.calls), as the service
+    # runs it: one OpenMP team in the process, and the same hand-off cost in each variant.
+    engine = CPU.calls.run(TorchEngine, net, [q], CPU)
     plain = nn.Sequential(*[m for m in net if not isinstance(m, MCDropout)]).eval()
     rng = np.random.default_rng(0)
     out = []
@@ -97,7 +99,7 @@ def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
                 with torch.inference_mode():
                     return plain(stacked).numpy()
 
-            return on_torch_thread(run)
+            return CPU.calls.run(run)
 
         def loop(xt: torch.Tensor = xt, t: int = t) -> object:
             def run() -> object:
@@ -105,7 +107,7 @@ def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
                 with torch.inference_mode():
                     return torch.stack([net(xt) for _ in range(t)]).numpy()
 
-            return on_torch_thread(run)
+            return CPU.calls.run(run)
 
         fs: dict[str, Callable[[], object]] = {"ours": ours, "chain": chain}
         if with_loop and (n, t) in [(1, 100), (32, 50)]:
@@ -140,7 +142,13 @@ def part_a_b(q: int, quick: bool, with_loop: bool) -> list[dict[str, object]]:
 
 def part_d(quick: bool) -> list[dict[str, object]]:
     """onnxruntime engine / torch engine on the reference MLP (Q=64), same seeds and masks."""
-    from service.artifact import Manifest, Normalization, WeightsRef, save_weights, write_manifest
+    from service.artifacts.manifest import (
+        Manifest,
+        Normalization,
+        WeightsRef,
+        save_weights,
+        write_manifest,
+    )
     from service.engines.onnx_engine import load_onnx_engine
     from service.engines.onnx_export import export_onnx
 
@@ -163,8 +171,10 @@ def part_d(quick: bool) -> list[dict[str, object]]:
         )
         write_manifest(tmp, manifest)
         export_onnx(tmp, samples=500)
-        onnx_engine = load_onnx_engine(tmp, manifest, 256.0, torch.get_num_threads())
-        torch_engine = on_torch_thread(TorchEngine, net, [64], "cpu")
+        onnx_engine = load_onnx_engine(
+            tmp, manifest, EngineRuntime(engine="onnx", threads=torch.get_num_threads())
+        )
+        torch_engine = CPU.calls.run(TorchEngine, net, [64], CPU)
         rng = np.random.default_rng(0)
         out = []
         for n, t in SHAPES[:3]:
@@ -198,10 +208,9 @@ def part_d(quick: bool) -> list[dict[str, object]]:
 
 _RSS_CHILD = """
 import sys, numpy as np
-from service.engines.torch_engine import configure_threads
-from service.engines.base import SampleJob
-from service.model import load_model
-configure_threads(int(sys.argv[4]))
+from service.engines import EngineRuntime, SampleJob, start_runtime
+from service.serving.model import load_model
+start_runtime(EngineRuntime(threads=int(sys.argv[4])))
 m = load_model(sys.argv[1], device="cpu", max_activation_mb=float(sys.argv[2]))
 n = int(sys.argv[3]); t = 10_000_000 // n
 x = m.prepare(np.zeros((n, m.manifest.input_size)))
@@ -220,7 +229,8 @@ print(before * 1024, after * 1024, out.nbytes, m.engine.max_rows)
 
 
 def part_e(budget_mb: float) -> dict[str, object]:
-    """Peak RSS growth of one T*N = 10^7-row request (N=1000, T=10,000), shipped regression model."""
+    """Peak RSS growth of one T*N = 10^7-row request (N=1000, T=10,000), shipped regression
+    model."""
     folder = ROOT / "models" / "diabetes"
     runs = []
     for _ in range(3):  # RSS varies between runs (allocator, page reclaim): median of three
@@ -266,7 +276,8 @@ def a_targets(rows: list[dict[str, object]]) -> list[dict[str, object]]:
         checks.append({"Q": r["Q"], "N": r["N"], "T": r["T"], "a_wall": value, "bound": bound})
         verdict = "met" if value <= bound else "NOT met"
         print(
-            f"  a  Q={r['Q']} (N,T)=({r['N']},{r['T']}) ours/chain {value:.3f} <= {bound}  {verdict}"
+            f"  a  Q={r['Q']} (N,T)=({r['N']},{r['T']}) "
+            f"ours/chain {value:.3f} <= {bound}  {verdict}"
         )
     return checks
 
@@ -279,7 +290,7 @@ def main() -> None:
     ap.add_argument("--parts", default="abde", help="which parts to run (b runs with a)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "perf.json"))
     args = ap.parse_args()
-    configure_threads(args.threads or None)
+    apply_thread_settings(EngineRuntime(threads=args.threads))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
     result: dict[str, Any] = {
         "torch": torch.__version__,

@@ -5,8 +5,10 @@ same load with `"refer": false`, on one server, interleaved, in one run.
 
 What it does, on loopback (127.0.0.1, a free port), bounded in time and request count:
 - starts one `mcdrop serve` (batcher on, one torch thread, OMP_WAIT_POLICY=PASSIVE, log level
-  warning) serving a copy of the shipped `diabetes` model, with a fresh SQLite referral store
-  (WAL, synchronous=FULL, the service's settings) and spool in a temporary folder;
+  warning) serving a copy of the shipped `diabetes` model (with `--model ref`: the reference MLP
+  of bench/serve_load.py, Q=64, 3x1024, D=10, with its compute ceiling measured between runs),
+  with a fresh SQLite referral store (WAL, synchronous=FULL, the service's settings) and spool
+  in a temporary folder;
 - sends closed-loop load from the raw HTTP/1.1 client of bench/load_http.py: POST
   /v1/models/diabetes/predict, N=1, T=100, `"threshold": -1` so every row abstains, once with
   referrals on (every row is written to the store before its answer) and once with
@@ -31,7 +33,16 @@ from typing import Any
 
 import numpy as np
 from load_http import run_level
-from serve_load import free_port, repo_relative, server_cpu, start_server, stop_server
+from serve_load import (
+    Q,
+    compute_ceiling,
+    free_port,
+    repo_relative,
+    server_cpu,
+    start_server,
+    stop_server,
+    write_reference_model,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results" / "referral_load.json"
@@ -61,11 +72,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-requests", type=int, default=50_000, help="cap per run")
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument(
+        "--model",
+        choices=["diabetes", "ref"],
+        default="diabetes",
+        help="ref: the reference MLP of bench/serve_load.py, beside its compute ceiling",
+    )
+    ap.add_argument("--out", default=None, help=f"default {OUT}; with --model ref, *-ref.json")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = str(OUT if args.model == "diabetes" else OUT.with_name("referral_load-ref.json"))
 
     rng = np.random.default_rng(0)
-    row = rng.normal(0, 0.05, (1, 10)).tolist()
+    row = rng.normal(0, 0.05, (1, 10)) if args.model == "diabetes" else rng.standard_normal((1, Q))
+    row = row.tolist()
     bodies = {
         "referred": json.dumps({"inputs": row, "samples": T, "threshold": -1}).encode(),
         "refer_false": json.dumps(
@@ -74,29 +94,40 @@ def main() -> None:
     }
     load_start = os.getloadavg()
     runs: list[dict[str, Any]] = []
+    ceilings: list[float] = []
     with tempfile.TemporaryDirectory(prefix="mcdrop-referral-load-") as tmp:
         model_dir = Path(tmp) / "models"
-        shutil.copytree(ROOT / "models" / "diabetes", model_dir / "diabetes")
+        net = None
+        if args.model == "ref":
+            net = write_reference_model(model_dir / "ref")
+        else:
+            shutil.copytree(ROOT / "models" / "diabetes", model_dir / "diabetes")
         port = free_port()
         env = {
             "MCDROP_DATABASE_URL": f"sqlite:///{tmp}/referrals.db",
             "MCDROP_REFERRAL_SPOOL": f"{tmp}/referrals.spool.jsonl",
         }
         proc = start_server(model_dir, True, 1, 1, port, env)
-        url = f"http://127.0.0.1:{port}/v1/models/diabetes/predict"
+        url = f"http://127.0.0.1:{port}/v1/models/{args.model}/predict"
         try:
             for body in bodies.values():  # warm-up of both paths
                 asyncio.run(run_level(url, "POST", body, args.concurrency, 1.0, 5000))
             for rep in range(args.repeats):
                 order = list(bodies) if rep % 2 == 0 else list(reversed(bodies))
+                if net is not None:  # measured while the server is idle
+                    ceilings.append(compute_ceiling(net, 1, 1, 2.0))
                 for label in order:
                     before, c0 = scrape(port), server_cpu(proc.pid)
                     r = asyncio.run(
                         run_level(
-                            url, "POST", bodies[label], args.concurrency, args.seconds,
+                            url,
+                            "POST",
+                            bodies[label],
+                            args.concurrency,
+                            args.seconds,
                             args.max_requests,
                         )
-                    )  # fmt: skip
+                    )
                     after = scrape(port)
                     commits = delta(after, before, 'mcdrop_referral_commits_total{target="store"}')
                     rows = delta(after, before, 'mcdrop_referral_commit_rows_sum{target="store"}')
@@ -128,7 +159,7 @@ def main() -> None:
                     )
         finally:
             stop_server(proc)
-    report(runs, args, load_start, os.getloadavg())
+    report(runs, args, load_start, os.getloadavg(), ceilings)
 
 
 def report(
@@ -136,6 +167,7 @@ def report(
     args: argparse.Namespace,
     load_start: tuple[float, float, float],
     load_end: tuple[float, float, float],
+    ceilings: list[float],
 ) -> None:
     def med(label: str, field: str) -> float:
         return float(np.median([r[field] for r in runs if r["label"] == label]))
@@ -155,10 +187,17 @@ def report(
         "spooled_any": ("<=", 0.0),
         "lost": ("<=", 0.0),
     }
+    if ceilings:  # the reference MLP: both loads against the mask-free chain of 32 requests
+        ceiling = float(np.median(ceilings))
+        print(f"compute ceiling (mask-free chain, 32x{T} rows): {ceiling:.0f} req/s")
+        checks["referred_over_compute_ceiling"] = med("referred", "rps") / ceiling
+        checks["refer_false_over_compute_ceiling"] = med("refer_false", "rps") / ceiling
+        targets["referred_over_compute_ceiling"] = (">=", 0.8)
+        targets["refer_false_over_compute_ceiling"] = (">=", 0.8)
     print(
-        f"\nmedians of {args.repeats} repeats, {args.seconds:.0f} s each, diabetes, N=1, T={T}, "
-        f"c={args.concurrency}, SQLite (WAL, synchronous=FULL), {os.cpu_count()} cores, load "
-        f"average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end"
+        f"\nmedians of {args.repeats} repeats, {args.seconds:.0f} s each, {args.model}, N=1, "
+        f"T={T}, c={args.concurrency}, SQLite (WAL, synchronous=FULL), {os.cpu_count()} cores, "
+        f"load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end"
     )
     for label in ("refer_false", "referred"):
         print(
@@ -184,6 +223,7 @@ def report(
             {
                 "settings": settings,
                 "checks": {k: {"value": v, "target": list(targets[k])} for k, v in checks.items()},
+                "ceilings": ceilings,
                 "runs": runs,
             },
             indent=2,

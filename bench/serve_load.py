@@ -45,9 +45,15 @@ import torch
 from load_http import run_level
 from torch import nn
 
-from service.artifact import DropoutSpec, Manifest, MLPArchitecture, Normalization, WeightsRef
-from service.nets import MCDropout, build_net
-from service.training import save_artifact
+from service.artifacts.manifest import (
+    DropoutSpec,
+    Manifest,
+    MLPArchitecture,
+    Normalization,
+    WeightsRef,
+)
+from service.engines.nets import MCDropout, build_net
+from service.training.train import save_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "results"

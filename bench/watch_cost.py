@@ -56,10 +56,11 @@ def observe_seconds(model_dir: Path, body: bytes, calls: int = 20_000) -> float:
     """In process: seconds per `CalibrationWatches.observe` on a real one-row prediction."""
     import time
 
+    from service.engines.runtime import EngineRuntime
     from service.serving.registry import ModelRegistry
     from service.serving.watch import CalibrationWatches
 
-    registry = ModelRegistry(model_dir, device="cpu")
+    registry = ModelRegistry(model_dir, runtime=EngineRuntime(device="cpu"))
     registry.load_all()
     model = registry.get("diabetes")
     pred = model.predict(json.loads(body)["inputs"], samples=T, seed=0)
@@ -80,8 +81,9 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["MCDROP_REFERRALS"] = "false"
     load_start = os.getloadavg()
-    body = json.dumps({"inputs": [[0.01, -0.04, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]],
-                       "samples": T}).encode()  # fmt: skip
+    body = json.dumps(
+        {"inputs": [[0.01, -0.04, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]], "samples": T}
+    ).encode()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mcdrop-watch-") as tmp:
         model_dir = Path(tmp)
@@ -91,9 +93,12 @@ def main() -> None:
                 r = one_run(model_dir, watch, body, args.concurrency, args.seconds)
                 r["repeat"] = rep
                 runs.append(r)
-                print(f"rep {rep} watch {'on ' if watch else 'off'} {r['rps']:8.1f} req/s  "
-                      f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['server_cpu_s']:.2f}s  "
-                      f"client CPU {r['client_cpu_s']:.2f}s  errors {r['errors']}", flush=True)  # fmt: skip
+                print(
+                    f"rep {rep} watch {'on ' if watch else 'off'} {r['rps']:8.1f} req/s  "
+                    f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['server_cpu_s']:.2f}s  "
+                    f"client CPU {r['client_cpu_s']:.2f}s  errors {r['errors']}",
+                    flush=True,
+                )
         observe_s = observe_seconds(model_dir, body)
     load_end = os.getloadavg()
 
@@ -101,8 +106,9 @@ def main() -> None:
         return float(np.median([r[key] for r in runs if r["watch"] is watch]))
 
     def cpu_per_request(watch: bool) -> float:
-        return float(np.median([r["server_cpu_s"] / r["requests"] for r in runs
-                                if r["watch"] is watch]))  # fmt: skip
+        return float(
+            np.median([r["server_cpu_s"] / r["requests"] for r in runs if r["watch"] is watch])
+        )
 
     # Paired by repeat: each on run against the off run beside it, then the median ratio.
     pairs = [
@@ -129,8 +135,12 @@ def main() -> None:
         "last_watch_state": next(r["calibration_watch"] for r in reversed(runs) if r["watch"]),
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "last_watch_state"}, indent=2))
-    print("watch after the last on run:", summary["last_watch_state"]["status"],
-          "tested", summary["last_watch_state"]["requests_tested"])  # fmt: skip
+    print(
+        "watch after the last on run:",
+        summary["last_watch_state"]["status"],
+        "tested",
+        summary["last_watch_state"]["requests_tested"],
+    )
     Path(args.out).write_text(json.dumps({"summary": summary, "runs": runs}, indent=2) + "\n")
 
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from service.artifact import read_manifest
-from service.data import Dataset, read_dataset
-from service.exchangeability import ExchangeabilityTest
-from service.heldout import score_mc
-from service.model import load_model
-from service.reference import load_reference
+from service.artifacts.data import Dataset, read_dataset
+from service.artifacts.manifest import read_manifest
+from service.artifacts.reference import load_reference
+from service.evaluation.heldout import score_mc
+from service.maths.exchangeability import ExchangeabilityTest
+from service.serving.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION = ROOT / "models" / "fashion-mnist"

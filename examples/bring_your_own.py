@@ -100,7 +100,7 @@ async def ask_server(model_dir: Path, name: str, body: dict[str, Any]) -> dict[s
 
 
 def main(out: Path, epochs: int = 15, train_rows: int = 1200) -> dict[str, object]:
-    from service import load_model, package_torch
+    from service import ClassificationResult, load_model, package_torch
     from service.cli import main as mcdrop
 
     x, y = digits()
@@ -110,19 +110,24 @@ def main(out: Path, epochs: int = 15, train_rows: int = 1200) -> dict[str, objec
 
     # 1. Package: the graph, its dropout sites and weights (ONNX + safetensors + JSON).
     folder = package_torch(
-        net, x[train_idx[:8]], out / "models" / "digits-resnet", task="classification",
-        class_labels=[str(k) for k in range(10)], overwrite=True,
-    )  # fmt: skip
+        net,
+        x[train_idx[:8]],
+        out / "models" / "digits-resnet",
+        task="classification",
+        class_labels=[str(k) for k in range(10)],
+        overwrite=True,
+    )
 
     # 2. Calibrate: refer at most 10% of items, chosen by MC uncertainty on held-out digits.
     np.savez(out / "heldout.npz", x=x[held_idx].reshape(len(held_idx), -1), y=y[held_idx])
-    mcdrop(["calibrate", str(folder), "--data", str(out / "heldout.npz"),
-            "--max-referral-rate", "0.1"])  # fmt: skip
+    mcdrop(
+        ["calibrate", str(folder), "--data", str(out / "heldout.npz"), "--max-referral-rate", "0.1"]
+    )
 
     # 3. Serve: the library, then the REST app (in process here; `mcdrop serve` in production).
     model = load_model(folder)
     pred = model.predict(x[test_idx], samples=50, seed=0)
-    assert pred.label is not None  # a classifier's prediction carries labels
+    assert isinstance(pred, ClassificationResult)  # a classifier's prediction carries labels
     accuracy = float(np.mean(pred.label == y[test_idx]))
     kept = ~pred.abstain
     body = {"inputs": x[test_idx[:2]].tolist(), "samples": 50, "seed": 0}

@@ -37,9 +37,17 @@ then pass the folder: --data DIR (or FASHION_SRC=DIR make models-fashion). See d
 
 # Fashion-MNIST's label names, in label order (as Zalando's repository lists them).
 CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 N_TRAIN = 55_000
 
@@ -75,7 +83,7 @@ def find_files(data: str | None) -> dict[str, Path]:
 def split(files: dict[str, Path], out: Path) -> None:
     import numpy as np
 
-    from service.data import read_idx_pair
+    from service.artifacts.data import read_idx_pair
 
     out.mkdir(parents=True, exist_ok=True)
     train = read_idx_pair(files["train-images-idx3-ubyte"])

@@ -35,8 +35,8 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=3)
     args = ap.parse_args()
 
-    from service.data import read_dataset
-    from service.training import TrainConfig, train
+    from service.artifacts.data import read_dataset
+    from service.training.train import TrainConfig, train
 
     out = Path(args.out)
     doc: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"candidates": []}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits
 
-from service.shift import noise_images, upscaled_digits
+from service.maths.shift import noise_images, upscaled_digits
 
 SEED = 0
 

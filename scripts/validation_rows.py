@@ -2,7 +2,7 @@
 
 python scripts/validation_rows.py build/data/digits.npz build/data/digits-heldout.npz 0.1 0
 
-Uses the training code's own split (`service.training.validation_split`) with the same
+Uses the training code's own split (`service.training.train.validation_split`) with the same
 val-fraction and seed as the training run, so the rows are exactly the ones it did not fit.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.training import validation_split
+from service.training.train import validation_split
 
 
 def main(src: str, out: str, val_fraction: float, seed: int) -> None:

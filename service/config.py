@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.serving.names import valid_model_name
+from service.artifacts.names import valid_model_name
 
 
 class Settings(BaseSettings):
@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     """Folder holding one sub-folder per model (model.json + weights.safetensors)."""
 
     default_model: str | None = None
-    """Model used by POST /predict when the request names none (default: first name alphabetically)."""
+    """Model used by POST /predict when the request names none (default: first name
+    alphabetically)."""
 
     host: str = "127.0.0.1"
     """Interface to bind. Loopback by default; the container sets 0.0.0.0."""
@@ -69,7 +70,8 @@ class Settings(BaseSettings):
 
     num_threads: int = Field(default=0, ge=0)
     """Intra-op threads of the torch engine, per engine worker (0: torch's default, one per
-    core, with one worker; cores / engine_workers with several)."""
+    core, with one worker; cores / engine_workers with several), and of each onnxruntime
+    session (0: every core)."""
 
     engine_workers: int = Field(default=1, ge=1, le=64)
     """MC passes the torch engine runs at once on the CPU, each on its own thread with
@@ -97,7 +99,8 @@ class Settings(BaseSettings):
     directory; postgresql+psycopg://user:pass@host/db lets several replicas share one queue."""
 
     referral_store_inputs: bool = True
-    """Keep each referred row's input; false keeps only its SHA-256 (the page then shows no input)."""
+    """Keep each referred row's input; false keeps only its SHA-256 (the page then shows no
+    input)."""
 
     referral_spool: str = "mcdrop-referrals.spool.jsonl"
     """Local append-only file holding referrals the store did not take in time; replayed into the

@@ -1,4 +1,5 @@
-"""Domain errors. Each carries the HTTP status the API layer maps it to; nothing here imports HTTP code."""
+"""Domain errors. Each carries the HTTP status the API layer maps it to; nothing here imports HTTP
+code."""
 
 from __future__ import annotations
 

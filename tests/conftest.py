@@ -31,8 +31,8 @@ def _referral_store_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="session")
 def tiny_regression_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from service.data import Dataset
-    from service.training import TrainConfig, train
+    from service.artifacts.data import Dataset
+    from service.training.train import TrainConfig, train
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
@@ -45,8 +45,8 @@ def tiny_regression_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from service.data import Dataset
-    from service.training import TrainConfig, train
+    from service.artifacts.data import Dataset
+    from service.training.train import TrainConfig, train
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 4))

@@ -8,9 +8,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.artifact import DropoutSpec, Manifest, MLPArchitecture, Normalization, WeightsRef
-from service.nets import build_net
-from service.training import save_artifact
+from service.artifacts.manifest import (
+    DropoutSpec,
+    Manifest,
+    MLPArchitecture,
+    Normalization,
+    WeightsRef,
+)
+from service.engines.nets import build_net
+from service.training.train import save_artifact
 
 
 def linear_model_dir(

@@ -1,4 +1,5 @@
-"""The command line itself: help shows every option's default, --version, quiet progress off a terminal."""
+"""The command line itself: help shows every option's default, --version, quiet progress off a
+terminal."""
 
 from __future__ import annotations
 
@@ -57,10 +58,16 @@ def test_train_help_lists_the_training_defaults(capsys: pytest.CaptureFixture[st
         main(["train", "--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
-    for option, default in [("--epochs EPOCHS", "100"), ("--batch-size BATCH_SIZE", "32"),
-                            ("--lr LR", "0.001"), ("--hidden HIDDEN", "50"), ("--layers LAYERS", "2"),
-                            ("--seed SEED", "0"), ("--val-fraction VAL_FRACTION", "0.1"),
-                            ("--noise {bernoulli,gaussian}", "bernoulli")]:  # fmt: skip
+    for option, default in [
+        ("--epochs EPOCHS", "100"),
+        ("--batch-size BATCH_SIZE", "32"),
+        ("--lr LR", "0.001"),
+        ("--hidden HIDDEN", "50"),
+        ("--layers LAYERS", "2"),
+        ("--seed SEED", "0"),
+        ("--val-fraction VAL_FRACTION", "0.1"),
+        ("--noise {bernoulli,gaussian}", "bernoulli"),
+    ]:
         after = text.split(f" {option} ", 1)[1]
         assert f"(default: {default})" in after.split(" --", 1)[0], option
 
@@ -81,8 +88,20 @@ def _train(tmp_path: Path, name: str, *extra: str) -> int:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 2))
     np.savez(tmp_path / "d.npz", x=x, y=x.sum(axis=1))
-    argv = ["train", str(tmp_path / "d.npz"), "--task", "regression", "--out",
-            str(tmp_path / name), "--epochs", "2", "--hidden", "4", "--layers", "1"]  # fmt: skip
+    argv = [
+        "train",
+        str(tmp_path / "d.npz"),
+        "--task",
+        "regression",
+        "--out",
+        str(tmp_path / name),
+        "--epochs",
+        "2",
+        "--hidden",
+        "4",
+        "--layers",
+        "1",
+    ]
     return main([*argv, *extra])
 
 
@@ -98,7 +117,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_train_records_how_images_are_drawn(tmp_path: Path) -> None:
-    from service.artifact import read_manifest
+    from service.artifacts.manifest import read_manifest
 
     assert _train(tmp_path, "plain", "--quiet") == 0
     assert read_manifest(tmp_path / "plain").image_zero == "black"  # the data as it is

@@ -69,6 +69,6 @@ def test_docs_document_every_setting() -> None:
 def test_threads_per_worker_never_oversubscribes(
     num_threads: int, workers: int, cores: int, expected: int | None
 ) -> None:
-    from service.engines.torch_engine import threads_per_worker
+    from service.engines.runtime import threads_per_worker
 
     assert threads_per_worker(num_threads, workers, cores) == expected

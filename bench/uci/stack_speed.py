@@ -16,7 +16,7 @@ import time
 import torch
 from torch import nn
 
-from service.stacked_training import StackData, StackedMLP, train_stacked
+from service.training.stacked import StackData, StackedMLP, train_stacked
 
 
 def plain_loop(x: torch.Tensor, y: torch.Tensor, g: int, epochs: int, batch: int) -> None:
@@ -80,7 +80,8 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(
-            f"{name:28s} {med:7.2f} s CPU  {rows / med / 1e3:8.0f}k row-passes/s  x{base / med:5.1f}"
+            f"{name:28s} {med:7.2f} s CPU  "
+            f"{rows / med / 1e3:8.0f}k row-passes/s  x{base / med:5.1f}"
         )
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from service.api.routes import (
 )
 from service.api.watch_metrics import WatchCollector
 from service.config import Settings
+from service.engines import EngineRuntime
 from service.serving.admission import AdmissionController
 from service.serving.predictor import Limits, Predictor
 from service.serving.registry import ModelRegistry
@@ -82,20 +83,21 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    logging.getLogger("mcdrop").setLevel(settings.log_level.upper())
-    service_metrics = ServiceMetrics()
-    registry = ModelRegistry(
+def _make_registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry(
         settings.model_dir,
         default_model=settings.default_model,
-        device=settings.device,
-        engine=settings.engine,
-        max_activation_mb=settings.max_activation_mb,
-        num_threads=settings.num_threads,
-        engine_workers=settings.engine_workers,
-        precision=settings.precision,
+        runtime=EngineRuntime.from_settings(settings),
     )
+
+
+def _make_predictor(
+    settings: Settings,
+    registry: ModelRegistry,
+    service_metrics: ServiceMetrics,
+    recorder: ReferralRecorder | None,
+) -> Predictor:
+    """The data plane: limits, admission, the runner, referrals and the calibration watch."""
     limits = Limits(
         max_rows=settings.max_rows,
         max_samples=settings.max_samples,
@@ -105,22 +107,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     admission = AdmissionController(
         settings.max_inflight_sample_rows, settings.max_queued_requests, settings.request_timeout_s
     )
-    recorder = None
-    if settings.referrals:
-        from service.referrals.recorder import recorder_from_settings
-
-        recorder = recorder_from_settings(settings, service_metrics.registry)
     watches = make_watches(settings, registry, recorder)
     service_metrics.registry.register(WatchCollector(watches))
-    predictor = Predictor(
+    return Predictor(
         registry,
         make_runner(settings, service_metrics),
         limits,
         referrals=recorder,
         admission=admission,
         watches=watches,
+        observer=service_metrics,
     )
-    api_keys = load_api_keys(settings)  # ValueError (stops start-up) when unreadable or weak
+
+
+def _make_recorder(settings: Settings, service_metrics: ServiceMetrics) -> ReferralRecorder | None:
+    if not settings.referrals:
+        return None
+    from service.referrals.recorder import recorder_from_settings
+
+    return recorder_from_settings(settings, service_metrics.registry)
+
+
+def _lifespan(
+    predictor: Predictor, service_metrics: ServiceMetrics, recorder: ReferralRecorder | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up loads every model before traffic; shut-down drains the runner and the recorder."""
+    registry = predictor.registry
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,11 +158,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await predictor.runner.stop()
             gc.unfreeze()  # hand start-up objects back to the collector (tests build many apps)
 
+    return lifespan
+
+
+def _install_routes(app: FastAPI, with_referrals: bool) -> None:
+    install_error_handlers(app)
+    # Requests are matched against the routers in this order, each route tried in turn: the
+    # predict routes and the probes first (health has two routes), then V2's infer.
+    for module in (predict, health, v2, models, metrics, admin, docs):
+        app.include_router(module.router)
+    if with_referrals:
+        app.include_router(referrals.router)
+        app.include_router(review.router)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.getLogger("mcdrop").setLevel(settings.log_level.upper())
+    service_metrics = ServiceMetrics()
+    registry = _make_registry(settings)
+    recorder = _make_recorder(settings, service_metrics)
+    predictor = _make_predictor(settings, registry, service_metrics, recorder)
+    api_keys = load_api_keys(settings)  # ValueError (stops start-up) when unreadable or weak
     app = FastAPI(
         title="mcdrop",
         version=_package_version(),
         description="MC dropout predictions with predictive mean, variance and an abstain flag.",
-        lifespan=lifespan,
+        lifespan=_lifespan(predictor, service_metrics, recorder),
         # Served by routes/docs.py instead: from the package, not a CDN.
         openapi_url=None,
         docs_url=None,
@@ -161,12 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = service_metrics
     app.state.referrals = recorder
     app.state.api_keys_configured = bool(api_keys)
-    install_error_handlers(app)
-    for module in (predict, models, health, metrics, admin, v2, docs):
-        app.include_router(module.router)
-    if recorder is not None:
-        app.include_router(referrals.router)
-        app.include_router(review.router)
+    _install_routes(app, with_referrals=recorder is not None)
     # Added last = outermost: the request id exists before the key check or the body limit
     # answers, and a request without a key is refused before its body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -57,7 +57,8 @@ def load_api_keys(settings: Settings) -> list[bytes]:
     if short:
         raise ValueError(
             f"MCDROP_API_KEYS: {short} key(s) shorter than {MIN_KEY_LENGTH} characters; "
-            "use long random keys (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
+            "use long random keys "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
         )
     if (settings.api_keys is not None or settings.api_keys_file) and not keys:
         raise ValueError("MCDROP_API_KEYS / MCDROP_API_KEYS_FILE are set but hold no key")
@@ -113,9 +114,11 @@ class ApiKeyMiddleware:
             return
         request_id = str(scope.get("state", {}).get("request_id", ""))
         response = error_response(
-            401, "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
-            (), request_id,
-        )  # fmt: skip
+            401,
+            "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
+            (),
+            request_id,
+        )
         response.headers["WWW-Authenticate"] = 'Bearer realm="mcdrop"'
         await response(scope, receive, send)
 

@@ -64,8 +64,11 @@ def _located(err: dict[str, Any]) -> dict[str, Any]:
         # FastAPI puts the character offset in loc; the parser's reason is safe to show.
         reason = str(err.get("ctx", {}).get("error", "not valid JSON"))
         at = err.get("loc", ("body", "?"))[-1]
-        return {"loc": ["body"], "msg": f"invalid JSON at character {at}: {reason}",
-                "type": "json_invalid"}  # fmt: skip
+        return {
+            "loc": ["body"],
+            "msg": f"invalid JSON at character {at}: {reason}",
+            "type": "json_invalid",
+        }
     loc = [p for p in err.get("loc", ()) if not isinstance(p, (dict, list))]
     if loc and loc[0] == "body":
         loc = loc[1:]  # every field is in the body; the path reads better without it

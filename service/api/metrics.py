@@ -8,7 +8,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.model import Prediction
+from service.serving.results import Prediction
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -62,6 +62,12 @@ class ServiceMetrics:
         self.model_ready = Gauge(
             "mcdrop_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r
         )
+        self._add_batch_metrics(r)
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._model_children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
+
+    def _add_batch_metrics(self, r: CollectorRegistry) -> None:
+        """What the dynamic batcher does: requests and rows per pass, and the queueing."""
         self.batch_jobs = Histogram(
             "mcdrop_batch_requests",
             "Requests stacked into one batched MC pass by the dynamic batcher.",
@@ -83,8 +89,6 @@ class ServiceMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
-        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._model_children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
 
     # Every request records a few series; `labels()` resolves a child by its label values each
     # time, so the children are kept here. Label sets are bounded: routes, statuses
@@ -103,9 +107,7 @@ class ServiceMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_prediction(
-        self, model: str, pred: Prediction, samples_drawn: int | None = None
-    ) -> None:
+    def observe_prediction(self, model: str, result: Prediction) -> None:
         children = self._model_children.get(model)
         if children is None:
             children = self._model_children[model] = (
@@ -115,12 +117,10 @@ class ServiceMetrics:
                 self.uncertainty.labels(model),
             )
         mc_samples, rows, abstentions, hist = children
-        n = int(pred.abstain.shape[0])
-        # Adaptive requests draw a different T per row and pass the total.
-        mc_samples.inc(pred.samples * n if samples_drawn is None else samples_drawn)
-        rows.inc(n)
-        abstentions.inc(int(np.count_nonzero(pred.abstain)))
-        for value in pred.uncertainty.tolist():
+        mc_samples.inc(result.samples_drawn)  # adaptive rows each stop at their own T
+        rows.inc(result.rows)
+        abstentions.inc(int(np.count_nonzero(result.abstain)))
+        for value in result.uncertainty.tolist():
             hist.observe(value)
 
     def observe_batch(self, model: str, rows: int, jobs: int, queue_delay_s: float) -> None:

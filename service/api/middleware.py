@@ -83,8 +83,14 @@ class RequestContextMiddleware:
             model = str(state.get("model", ""))
             elapsed = time.perf_counter() - t0
             self.metrics.observe_request(path, model, status, elapsed)
-            log.debug("request %s %s %s -> %d in %.1f ms", request_id, scope.get("method"),
-                      path, status, 1000 * elapsed)  # fmt: skip
+            log.debug(
+                "request %s %s %s -> %d in %.1f ms",
+                request_id,
+                scope.get("method"),
+                path,
+                status,
+                1000 * elapsed,
+            )
 
 
 class _BodyTooLarge(Exception):

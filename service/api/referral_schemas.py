@@ -76,20 +76,38 @@ class ReferralPublic(BaseModel):
         if r.resolved_at is not None and r.reviewer is not None:
             names = r.class_labels
             resolution = ReferralResolution(
-                reviewer=r.reviewer, label=r.label, value=r.value, note=r.note,
+                reviewer=r.reviewer,
+                label=r.label,
+                value=r.value,
+                note=r.note,
                 resolved_at=r.resolved_at,
                 class_label=names[r.label] if names and r.label is not None else None,
-            )  # fmt: skip
+            )
         return cls(
-            id=r.id, status=r.status, request_id=r.request_id,  # type: ignore[arg-type]
-            row_index=r.row_index, model=r.model, model_version=r.model_version,
-            task=r.task, created_at=r.created_at, input=r.input,  # type: ignore[arg-type]
-            input_sha256=r.input_sha256, input_shape=r.input_shape,
-            feature_names=r.feature_names, output_names=r.output_names,
-            class_labels=r.class_labels, prediction=r.prediction, uncertainty=r.uncertainty,
-            threshold=r.threshold, uncertainty_metric=r.metric, seed=r.seed, samples=r.samples,
-            claimed_by=r.claimed_by, claim_expires_at=r.claim_expires_at, resolution=resolution,
-        )  # fmt: skip
+            id=r.id,
+            status=r.status,  # type: ignore[arg-type]
+            request_id=r.request_id,
+            row_index=r.row_index,
+            model=r.model,
+            model_version=r.model_version,
+            task=r.task,  # type: ignore[arg-type]
+            created_at=r.created_at,
+            input=r.input,
+            input_sha256=r.input_sha256,
+            input_shape=r.input_shape,
+            feature_names=r.feature_names,
+            output_names=r.output_names,
+            class_labels=r.class_labels,
+            prediction=r.prediction,
+            uncertainty=r.uncertainty,
+            threshold=r.threshold,
+            uncertainty_metric=r.metric,
+            seed=r.seed,
+            samples=r.samples,
+            claimed_by=r.claimed_by,
+            claim_expires_at=r.claim_expires_at,
+            resolution=resolution,
+        )
 
 
 class ReferralPage(BaseModel):

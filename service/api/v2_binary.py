@@ -8,17 +8,22 @@ client asked to receive as binary.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic_core import to_json
 
 from service.api.json_types import not_a_number
 from service.api.v2_schemas import INPUT_DTYPES, OUTPUT_DTYPES, InferInput
 
 HEADER = "inference-header-content-length"
+
+# JSON numbers as the parser gives them (bool is a type of its own here, so refused).
+_INTEGER_TYPES = frozenset({int})
+_NUMBER_TYPES = frozenset({int, float})
+_ALL = np.logical_and.reduce
 
 
 class ProtocolError(Exception):
@@ -86,10 +91,13 @@ def _json_data(data: list[Any], dtype: np.dtype[Any], count: int, where: str) ->
     if len(flat) != count:
         raise ProtocolError(f"{where}.data: expected {count} values for its shape, got {len(flat)}")
     integer = dtype.kind in "iu"
-    for i, v in enumerate(flat):
-        if type(v) is bool or not isinstance(v, (int, float)) or (integer and type(v) is float):
-            kind = "an integer" if integer else "a finite number"
-            raise ProtocolError(f"{where}.data: value {i}: expected {kind}{not_a_number(v)}")
+    allowed = _INTEGER_TYPES if integer else _NUMBER_TYPES
+    # One pass of type() in C over the values; the Python loop only runs to name a bad one.
+    if not set(map(type, flat)) <= allowed:
+        for i, v in enumerate(flat):
+            if type(v) not in allowed:
+                kind = "an integer" if integer else "a finite number"
+                raise ProtocolError(f"{where}.data: value {i}: expected {kind}{not_a_number(v)}")
     if integer:
         info = np.iinfo(dtype)
         if flat and not (info.min <= min(flat) and max(flat) <= info.max):
@@ -124,6 +132,10 @@ def encode_response(
     outputs, chunks = [], []
     for name, datatype, arr, as_binary in tensors:
         typed = np.ascontiguousarray(arr, OUTPUT_DTYPES[datatype])
+        # The outputs are finite, but a float64 value may overflow FP32 here. JSON has no
+        # Infinity, so refuse it as json.dumps(allow_nan=False) would (to_json writes it).
+        if typed.dtype.kind == "f" and not _ALL(np.isfinite(typed), axis=None):
+            raise ValueError(f"Out of range float values are not JSON compliant: output {name}")
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if as_binary:
             raw = typed.tobytes()
@@ -132,7 +144,8 @@ def encode_response(
         else:
             entry["data"] = typed.reshape(-1).tolist()
         outputs.append(entry)
-    text = json.dumps({**head, "outputs": outputs}, allow_nan=False).encode()
+    # pydantic's Rust encoder, as the REST routes use, is several times faster than json.dumps.
+    text = to_json({**head, "outputs": outputs})
     if not chunks:
         return text, None
     return text + b"".join(chunks), len(text)

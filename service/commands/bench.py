@@ -26,33 +26,39 @@ def register(sub: Any) -> None:
     u.add_argument("--val-samples", type=int, default=1000, help="T for grid-point validation")
     u.add_argument("--test-samples", type=int, default=10_000, help="T for the test figures")
     u.add_argument(
-        "--search-multiplier", type=int, default=10,
+        "--search-multiplier",
+        type=int,
+        default=10,
         help="search with n_epochs x this for the 10x column (10: as Gal's 10x runs; the 1x "
         "column always uses the search's n_epochs snapshot)",
-    )  # fmt: skip
+    )
     u.add_argument(
-        "--protocol", choices=["grid", "tuned"], default="grid",
+        "--protocol",
+        choices=["grid", "tuned"],
+        default="grid",
         help="grid: the paper's fixed grid (the record); tuned: mcdrop tune's search per split",
-    )  # fmt: skip
+    )
     u.add_argument("--budget", type=int, help="tuned: networks per split in the search (8)")
     u.add_argument(
-        "--baseline", choices=["ensemble"],
+        "--baseline",
+        choices=["ensemble"],
         help="tuned: add a deep-ensemble column (5 networks, no dropout) on the same splits",
-    )  # fmt: skip
+    )
     u.add_argument("--epochs", type=int, help="override n_epochs.txt (the cap is 10x this)")
     u.add_argument("--seed", type=int, default=0, help="seed of training and MC sampling")
     u.add_argument(
-        "--out", default=DEFAULT_OUT,
+        "--out",
+        default=DEFAULT_OUT,
         help="JSON results file (tuned: bench/results/uci-tuned.json, -quick with --quick)",
-    )  # fmt: skip
+    )
     u.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.uci.data import DATASETS, QUICK_DATASETS, resolve_data_dir
-    from service.uci.protocol import ProtocolConfig
-    from service.uci.runner import run_benchmark
-    from service.uci.tuned import TunedConfig
+    from service.training.uci.data import DATASETS, QUICK_DATASETS, resolve_data_dir
+    from service.training.uci.protocol import ProtocolConfig
+    from service.training.uci.runner import run_benchmark
+    from service.training.uci.tuned import TunedConfig
 
     root = resolve_data_dir(args.data_dir)
     datasets = list(args.datasets or (QUICK_DATASETS if args.quick else DATASETS))
@@ -65,10 +71,14 @@ def run(args: argparse.Namespace) -> int:
         if budget < 1:
             raise ValueError("--budget must be at least 1")
         cfg = TunedConfig(
-            budget=budget, batch_size=args.batch_size, test_samples=args.test_samples,
-            seed=args.seed, baseline=args.baseline, epochs=args.epochs,
+            budget=budget,
+            batch_size=args.batch_size,
+            test_samples=args.test_samples,
+            seed=args.seed,
+            baseline=args.baseline,
+            epochs=args.epochs,
             min_steps=0 if args.quick else TunedConfig.min_steps,
-        )  # fmt: skip
+        )
         if args.out == DEFAULT_OUT:
             args.out = (
                 "bench/results/uci-tuned-quick.json"
@@ -87,9 +97,15 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs,
         )
     report = run_benchmark(
-        root, datasets, cfg, max_splits=splits, jobs=args.jobs, threads=args.threads,
-        out=Path(args.out), command="mcdrop " + " ".join(sys.argv[1:]),
-    )  # fmt: skip
+        root,
+        datasets,
+        cfg,
+        max_splits=splits,
+        jobs=args.jobs,
+        threads=args.threads,
+        out=Path(args.out),
+        command="mcdrop " + " ".join(sys.argv[1:]),
+    )
     print(report["table"])
     print(f"wall time {report['wall_time_s']:.0f}s; results in {args.out}")
     return 0

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import evaluation, ood
-from service.data import Dataset, read_dataset
-from service.heldout import Scored, score_mc, score_standard
-from service.model import MCDropoutModel
-from service.selective import aurc
-from service.shift import DEFAULT_INTENSITIES, UNITS, shifted
+from service.artifacts.data import Dataset, read_dataset
+from service.evaluation import summary
+from service.evaluation.heldout import Scored, score_mc, score_standard
+from service.maths import ood
+from service.maths.selective import aurc
+from service.maths.shift import DEFAULT_INTENSITIES, UNITS, shifted
+from service.serving.model import MCDropoutModel
 
 
 def subsample(ds: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -51,7 +52,7 @@ def _header(
 
 
 def run_ood(model: MCDropoutModel, args: argparse.Namespace, samples: int, out: Path) -> int:
-    from service.shift_plots import ood_histograms
+    from service.evaluation.shift_plots import ood_histograms
 
     m = model.manifest
     ds = subsample(read_dataset(args.data, args.target_col), args.limit, args.seed)
@@ -77,11 +78,14 @@ def run_ood(model: MCDropoutModel, args: argparse.Namespace, samples: int, out: 
         scored_in.uncertainty, ood_scores, {m.uncertainty_metric: m.threshold}, out / "ood.png"
     )
     metrics = list(scored_in.uncertainty)
-    print(f"{m.name}: in-distribution {Path(args.data).name} n={len(ds.x)}, T={samples}; "
-          f"referral rate at {m.uncertainty_metric} > {m.threshold:.4g}: in-distribution "
-          f"{report['in_distribution_referral_rate']:.3f}")  # fmt: skip
-    print("| OOD set | n | " + " | ".join(f"{k} AUROC / AUPR" for k in metrics)
-          + " | referral rate |")  # fmt: skip
+    print(
+        f"{m.name}: in-distribution {Path(args.data).name} n={len(ds.x)}, T={samples}; "
+        f"referral rate at {m.uncertainty_metric} > {m.threshold:.4g}: in-distribution "
+        f"{report['in_distribution_referral_rate']:.3f}"
+    )
+    print(
+        "| OOD set | n | " + " | ".join(f"{k} AUROC / AUPR" for k in metrics) + " | referral rate |"
+    )
     print("|---|---:|" + "---:|" * (len(metrics) + 1))
     for name, r in report["ood"].items():
         cells = " | ".join(f"{r[k]['auroc']:.3f} / {r[k]['aupr']:.3f}" for k in metrics)
@@ -91,7 +95,7 @@ def run_ood(model: MCDropoutModel, args: argparse.Namespace, samples: int, out: 
 
 
 def _figures(s: Scored, y: NDArray[np.float64], metric: str, threshold: float) -> dict[str, Any]:
-    head = evaluation.headline(s, y, None)
+    head = summary.headline(s, y, None)
     u = s.uncertainty.get(metric)
     return {
         **head,
@@ -101,7 +105,7 @@ def _figures(s: Scored, y: NDArray[np.float64], metric: str, threshold: float) -
 
 
 def run_shift(model: MCDropoutModel, args: argparse.Namespace, samples: int, out: Path) -> int:
-    from service.shift_plots import shift_curves
+    from service.evaluation.shift_plots import shift_curves
 
     m = model.manifest
     if model.task != "classification" or len(m.input_shape) != 3:
@@ -124,15 +128,18 @@ def run_shift(model: MCDropoutModel, args: argparse.Namespace, samples: int, out
         sds = Dataset(x.reshape(len(x), -1), ds.y)
         step: dict[str, Any] = {
             "intensity": float(level),
-            "mc_dropout": _figures(score_mc(model, sds, samples, args.seed), y,
-                                   m.uncertainty_metric, m.threshold),
+            "mc_dropout": _figures(
+                score_mc(model, sds, samples, args.seed), y, m.uncertainty_metric, m.threshold
+            ),
             "standard_dropout": _figures(score_standard(model, sds), y, std_metric, m.threshold),
-        }  # fmt: skip
+        }
         report["intensities"].append(step)
         for method in ("mc_dropout", "standard_dropout"):
             f = step[method]
-            cells = [f"{f[k]:.4f}" if f[k] is not None else "–" for k in
-                     ("accuracy", "nll", "ece", "aurc", "referral_rate")]  # fmt: skip
+            cells = [
+                f"{f[k]:.4f}" if f[k] is not None else "–"
+                for k in ("accuracy", "nll", "ece", "aurc", "referral_rate")
+            ]
             print(f"| {level:g} | {method.replace('_', ' ')} | " + " | ".join(cells) + " |")
     name = f"shift_{args.shift}"
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")

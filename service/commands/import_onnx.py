@@ -1,7 +1,7 @@
 """`mcdrop import-onnx FILE --out DIR --task ...`: serve an ONNX graph made elsewhere.
 
 Every Dropout node becomes a sampled mask input; `--site TENSOR=RATE` adds one after a tensor.
-The folder is written only once it loads and passes its checks (see service/packaging.py).
+The folder is written only once it loads and passes its checks (see service/training/packaging.py).
 """
 
 from __future__ import annotations
@@ -31,23 +31,31 @@ def register(sub: Any) -> None:
     p.add_argument("file", help="the .onnx file (PyTorch archives and pickles are refused)")
     p.add_argument("--out", required=True, help="model folder to write, e.g. models/mynet")
     p.add_argument(
-        "--task", required=True, choices=["regression", "classification"],
+        "--task",
+        required=True,
+        choices=["regression", "classification"],
         help="what the network predicts",
-    )  # fmt: skip
+    )
     p.add_argument("--tau", type=float, help="regression: model precision in target units")
     p.add_argument("--output", help="the graph output to serve (when it has several)")
     p.add_argument(
-        "--outputs", choices=["logits", "probabilities", "values"],
+        "--outputs",
+        choices=["logits", "probabilities", "values"],
         help="what that output holds (default: logits for classifiers, values for regression)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--site", type=_site, action="append", default=[], metavar="TENSOR=RATE",
+        "--site",
+        type=_site,
+        action="append",
+        default=[],
+        metavar="TENSOR=RATE",
         help="add a dropout site after TENSOR with drop rate RATE (repeatable; default: none)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--heldout", help="labelled held-out data (.csv, .npz or idx): fits tau for regression "
+        "--heldout",
+        help="labelled held-out data (.csv, .npz or idx): fits tau for regression "
         "without --tau, and sets the placeholder threshold",
-    )  # fmt: skip
+    )
     p.add_argument("--target", dest="target_col", help="CSV target column of --heldout")
     p.add_argument("--class-labels", help="comma-separated class names")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
@@ -55,20 +63,26 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.data import read_dataset
-    from service.packaging import import_onnx
+    from service.artifacts.data import read_dataset
+    from service.training.packaging import import_onnx
 
     heldout = None
     if args.heldout:
         ds = read_dataset(args.heldout, args.target_col)
         heldout = (ds.x, ds.y)
     out = import_onnx(
-        args.file, args.out, task=args.task, tau=args.tau, output=args.output,
-        sites=dict(args.site), outputs=args.outputs, heldout=heldout,
+        args.file,
+        args.out,
+        task=args.task,
+        tau=args.tau,
+        output=args.output,
+        sites=dict(args.site),
+        outputs=args.outputs,
+        heldout=heldout,
         class_labels=args.class_labels.split(",") if args.class_labels else None,
         overwrite=args.force,
-    )  # fmt: skip
-    from service.artifact import read_manifest
+    )
+    from service.artifacts.manifest import read_manifest
 
     m = read_manifest(out)
     sites = m.architecture.sites  # type: ignore[union-attr]

@@ -42,8 +42,16 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, x=x, y=y)
-        print(json.dumps({"written": str(out), "rows": int(x.shape[0]),
-                          "x_shape": list(x.shape), "y_shape": list(y.shape)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "written": str(out),
+                    "rows": int(x.shape[0]),
+                    "x_shape": list(x.shape),
+                    "y_shape": list(y.shape),
+                }
+            )
+        )
         return 0
     report = accuracy_report(resolved_referrals(url, name, args.version))
     print(json.dumps({"model": name, **report}, indent=2))

@@ -11,6 +11,10 @@ from numpy.typing import NDArray
 
 from service.engines.masks import ROW_LIMIT, SAMPLE_SPAN, MaskRows
 
+# A CPU chunk also holds at most this much of its widest activation (or mask), so the mask and
+# activation passes re-read it from cache instead of memory (docs/performance.md).
+CACHE_CHUNK_BYTES = 4 * 2**20
+
 
 @dataclass(frozen=True)
 class SampleJob:

@@ -19,10 +19,11 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from service.artifact import GraphArchitecture, Manifest, load_weights, sha256_file
+from service.artifacts.manifest import GraphArchitecture, Manifest, load_weights, sha256_file
 from service.engines.graph_import import WEIGHT_MARK
 from service.engines.graph_sites import MAX_GRAPH_BYTES
 from service.engines.onnx_engine import OnnxEngine, OnnxSite, first_line, session_options
+from service.engines.runtime import EngineRuntime
 from service.errors import ArtifactError, EngineUnavailable
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -80,16 +81,12 @@ def read_served_graph(folder: Path, manifest: Manifest) -> onnx.ModelProto:
     return model
 
 
-def load_graph_engine(
-    folder: Path,
-    manifest: Manifest,
-    device: str = "auto",
-    max_activation_mb: float = 256.0,
-    threads: int | None = None,
-) -> OnnxEngine:
+def load_graph_engine(folder: Path, manifest: Manifest, runtime: EngineRuntime) -> OnnxEngine:
+    """The folder's graph on onnxruntime, on the runtime's device, budget and threads."""
     arch = manifest.architecture
     assert isinstance(arch, GraphArchitecture)
-    providers = providers_for(device)
+    providers = providers_for(runtime.device)
+    threads = runtime.session_threads
     model = read_served_graph(folder, manifest)
     elementwise = {k for k, s in enumerate(arch.sites) if s.kind == "element"}
     applied = masked_on_entry(list(model.graph.node), elementwise)
@@ -113,7 +110,7 @@ def load_graph_engine(
             raise ArtifactError(f"{folder}: site {k} must feed input 'mask_{k}', not '{s.input}'")
     bytes_per_row = max(arch.bytes_per_row, 4 * max(math.prod(s.shape) for s in arch.sites))
     return OnnxEngine.from_session(
-        session, sites, bytes_per_row, max_activation_mb, threads, prefix, applied
+        session, sites, bytes_per_row, runtime.max_activation_mb, threads, prefix, applied
     )
 
 

@@ -17,20 +17,17 @@ The probability of keeping is off by at most 2^-17 (7.6e-6) from the threshold's
 
 Callers describe which slot and seed each stacked row of a pass has (`MaskRows`, built by
 service.engines.base.chunk_rows) and ask for one site's mask: `keep_mask` (fill a buffer),
-`apply_keep` (multiply into an activation in place) or `gaussian_noise`.
+`apply_keep` (multiply into an activation in place) or `gaussian_noise`; `mask_filler.MaskFiller`
+spreads the first two over threads.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import sys
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -245,57 +242,3 @@ def _box_muller(x: NDArray[np.uint64]) -> NDArray[np.float64]:
     u2 = ((x & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) / 2.0**32
     z: NDArray[np.float64] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
     return z
-
-
-# ---------------------------------------------------------------- on several threads
-
-
-class MaskFiller:
-    """Fills keep masks on `workers` threads: numpy's ufuncs release the GIL.
-
-    Drawing masks is the serial part of an MC pass (torch already spreads the matrix products
-    over the cores), so the stacked rows are split over as many threads as torch uses. Masks
-    are a pure function of each row's slot, so results are the same for any thread count.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = max(1, workers)
-        self._pool = (
-            ThreadPoolExecutor(self.workers - 1, thread_name_prefix="mcdrop-masks")
-            if self.workers > 1
-            else None
-        )
-
-    def fill(self, out: NDArray[np.bool_], rows: MaskRows, site: int, keep_prob: float) -> None:
-        """out (rows, E) = keep decisions (the onnxruntime engine feeds them to the graph)."""
-        self._run(keep_mask, out, rows, site, keep_prob)
-
-    def apply(self, h: NDArray[np.float32], rows: MaskRows, site: int, keep_prob: float) -> None:
-        """h (rows, E) *= keep decisions, in place (the torch engine's CPU path)."""
-        self._run(apply_keep, h, rows, site, keep_prob)
-
-    def _run(
-        self,
-        work: Callable[[Any, MaskRows, int, float], None],
-        target: NDArray[Any],
-        rows: MaskRows,
-        site: int,
-        keep_prob: float,
-    ) -> None:
-        n = len(rows)
-        if self._pool is None or target.size < _MIN_PARALLEL_LANES or n < 2:
-            work(target, rows, site, keep_prob)
-            return
-        parts = min(self.workers, n)
-        cuts = [n * k // parts for k in range(parts + 1)]
-        futures = [
-            self._pool.submit(work, target[a:b], rows.part(a, b), site, keep_prob)
-            for a, b in itertools.pairwise(cuts[1:])
-        ]
-        work(target[: cuts[1]], rows.part(0, cuts[1]), site, keep_prob)
-        for f in futures:
-            f.result()
-
-
-# Below this many lanes a thread hand-off costs more than it saves.
-_MIN_PARALLEL_LANES = 1 << 17

@@ -3,7 +3,8 @@
 The graph takes the masks as inputs (see onnx_export.py), so the engine honours per-request
 seeds exactly as the torch engine does: every mask is the same pure function of (seed, site,
 request row, sample, element), so a batched or chunked job equals the lone one and, to float
-rounding, the torch engine's samples for the same seed. No torch import here; onnxruntime's graph optimisations stay on
+rounding, the torch engine's samples for the same seed. No torch import here; onnxruntime's graph
+optimisations stay on
 (there is no Dropout node for EliminateDropout to remove).
 """
 
@@ -18,15 +19,14 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from service.artifact import Manifest
+from service.artifacts.manifest import Manifest
 from service.engines import masks
-from service.engines.base import SampleJob, Segment, chunk_rows, plan_chunks
+from service.engines.base import CACHE_CHUNK_BYTES, SampleJob, Segment, chunk_rows, plan_chunks
+from service.engines.mask_filler import MaskFiller
+from service.engines.runtime import EngineRuntime
 from service.errors import ArtifactError
 
 ONNX_NAME = "model.onnx"
-
-
-_CACHE_CHUNK_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -148,14 +148,12 @@ class OnnxEngine:
         # Masks are float32 here (4 bytes, where the torch engine holds 1-byte keep masks).
         bytes_per_row += 3 * sum(s.elements for s in self._sites)
         budget_rows = int(max_activation_mb * 2**20 // bytes_per_row)
-        # As the torch engine does: also at most 4 MiB of the widest float32 mask per chunk, so
-        # masks are drawn into memory that stays cached instead of fresh pages every chunk
-        # (measured at (256, 30) on the reference MLP: 1.12-1.23x the torch engine's time with
-        # whole-budget chunks).
+        # As the torch engine does on the CPU: masks are drawn into memory that stays cached
+        # instead of fresh pages every chunk (docs/performance.md).
         widest = max((site.elements for site in self._sites), default=1)
-        cache_rows = _CACHE_CHUNK_BYTES // (4 * widest)
+        cache_rows = CACHE_CHUNK_BYTES // (4 * widest)
         self.max_rows = max(1, min(budget_rows, cache_rows))
-        self._filler = masks.MaskFiller(threads or os.cpu_count() or 1)
+        self._filler = MaskFiller(threads or os.cpu_count() or 1)
 
     def _per_row(self, x: NDArray[np.float32]) -> dict[str, NDArray[np.generic]]:
         """The graph's inputs that hold one row per input row: x, or the prefix's outputs."""
@@ -242,7 +240,7 @@ class OnnxEngine:
         return y
 
 
-def load_onnx_engine(
-    folder: Path, manifest: Manifest, max_activation_mb: float, threads: int | None = None
-) -> OnnxEngine:
-    return OnnxEngine(Path(folder) / ONNX_NAME, folder, manifest, max_activation_mb, threads)
+def load_onnx_engine(folder: Path, manifest: Manifest, runtime: EngineRuntime) -> OnnxEngine:
+    """The folder's model.onnx on the CPU, with the runtime's memory budget and threads."""
+    path = Path(folder) / ONNX_NAME
+    return OnnxEngine(path, folder, manifest, runtime.max_activation_mb, runtime.session_threads)

@@ -26,10 +26,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from service.artifact import Manifest, read_manifest
+from service.artifacts.manifest import Manifest, read_manifest
 from service.engines.base import SampleJob
+from service.engines.nets import MCDropout
+from service.engines.runtime import EngineRuntime
 from service.engines.torch_engine import TorchEngine, build_from_manifest
-from service.nets import MCDropout
 
 ONNX_NAME = "model.onnx"
 OPSET = 17
@@ -125,7 +126,9 @@ def export_onnx(folder: Path, samples: int = 2000) -> dict[str, float]:
     """Write folder/model.onnx after checking it against the torch engine; return the checks."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    torch_engine = TorchEngine(build_from_manifest(folder, manifest), manifest.input_shape, "cpu")
+    torch_engine = TorchEngine(
+        build_from_manifest(folder, manifest), manifest.input_shape, EngineRuntime(device="cpu")
+    )
     model = build_graph(torch_engine, manifest)
     tmp = folder / (ONNX_NAME + ".tmp")
     onnx.save(model, tmp)
@@ -147,7 +150,7 @@ def verify(
     not the shared mask rule. Tolerances: means within 5 standard errors of a difference of two
     T-sample means; variance ratio within 1 +- 0.2 (the sample variance's relative SE is about
     sqrt(2/T) = 0.03 at T=2000 for Gaussian outputs; 0.2 leaves room for heavy tails while still
-    catching a lost mask, which cut the variance 4-10x in the EliminateDropout measurement).
+    catching a lost mask, which cuts the variance several-fold).
     """
     from service.engines.onnx_engine import OnnxEngine
 

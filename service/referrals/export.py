@@ -51,7 +51,7 @@ def resolved_dataset(
     - `x`: float64, shape (n, *input_shape): the rows exactly as clients sent them (raw units,
       before the model's own normalisation), like the x of a training NPZ. `model.predict(x)`
       accepts it as is.
-    - `y`: float64 like `service.data.Dataset.y`: classifiers give class indices (integer
+    - `y`: float64 like `service.artifacts.data.Dataset.y`: classifiers give class indices (integer
       valued), shape (n,); regression gives the reviewers' values, shape (n,) for one output,
       (n, D) for several.
     - Rows: resolved referrals whose input was stored, oldest first. Referrals recorded with

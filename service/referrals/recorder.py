@@ -30,13 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.model import MCDropoutModel, Prediction
 from service.referrals.database import redacted
 from service.referrals.metrics import ReferralMetrics
 from service.referrals.records import new_referral_id, referral_rows
+from service.referrals.replay import open_warm, replay_spool
 from service.referrals.spool import Spool
 from service.referrals.store import ReferralStore
 from service.referrals.webhook import WebhookSender
+from service.serving.hooks import Rows
+from service.serving.model import MCDropoutModel
+from service.serving.results import Prediction
 
 log = logging.getLogger("mcdrop.referrals")
 
@@ -125,7 +128,7 @@ class ReferralRecorder:
         self,
         name: str,
         model: MCDropoutModel,
-        inputs: list[Any],
+        inputs: Rows,
         pred: Prediction,
         request_id: str,
     ) -> list[str | None]:
@@ -214,8 +217,9 @@ class ReferralRecorder:
         try:
             await loop.run_in_executor(self._disk, self.spool.append, rows)
         except OSError as e:
-            log.error("referral spool %s failed (%s); %d referral(s) lost",
-                      self.spool.path, e, len(rows))  # fmt: skip
+            log.error(
+                "referral spool %s failed (%s); %d referral(s) lost", self.spool.path, e, len(rows)
+            )
             return False
         self.metrics.spooled.inc(len(rows))
         self.metrics.spool_pending.inc(len(rows))
@@ -229,11 +233,16 @@ class ReferralRecorder:
             return True
         loop = asyncio.get_running_loop()
         try:
-            self.store = await loop.run_in_executor(self._db, _open_warm, self.database_url)
+            self.store = await loop.run_in_executor(self._db, open_warm, self.database_url)
         except Exception as e:
-            log.error("referral store %s is unavailable (%s: %s); referrals go to the spool %s "
-                      "until it is back", redacted(self.database_url), type(e).__name__, e,
-                      self.spool.path)  # fmt: skip
+            log.error(
+                "referral store %s is unavailable (%s: %s); referrals go to the spool %s "
+                "until it is back",
+                redacted(self.database_url),
+                type(e).__name__,
+                e,
+                self.spool.path,
+            )
             return False
         log.info("referral store: %s", redacted(self.database_url))
         return True
@@ -244,7 +253,7 @@ class ReferralRecorder:
             return 0
         store, loop = self.store, asyncio.get_running_loop()
         try:
-            replayed = await loop.run_in_executor(self._db, _replay, self.spool, store)
+            replayed = await loop.run_in_executor(self._db, replay_spool, self.spool, store)
         except Exception as e:
             log.warning("referral spool replay failed (%s: %s); will retry", type(e).__name__, e)
             return 0
@@ -264,23 +273,6 @@ class ReferralRecorder:
             await asyncio.sleep(self.retry_interval_s)
             if await self._open() and (self.spool.waiting() or self.spool.path.exists()):
                 await self.replay()
-
-
-def _open_warm(url: str) -> ReferralStore:
-    store = ReferralStore.open(url)
-    store.warm_up()
-    return store
-
-
-def _replay(spool: Spool, store: ReferralStore) -> list[dict[str, Any]]:
-    """Store every aside file's rows; delete a file only once all of its rows are stored."""
-    replayed: list[dict[str, Any]] = []
-    for path in spool.take():
-        rows = spool.read(path)
-        inserted = set(store.add(rows))
-        spool.done(path)
-        replayed.extend(r for r in rows if r["id"] in inserted)
-    return replayed
 
 
 def recorder_from_settings(settings: Any, registry: Any = None) -> ReferralRecorder:

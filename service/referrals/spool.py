@@ -1,7 +1,8 @@
 """The spool: a local append-only JSON-lines file that holds referrals the database did not
 take in time. Each append (one per group of requests) is fsynced before those predictions
 answer, and the folder is fsynced when the file is created or renamed, so a record handed to
-the spool survives a crash, a restart or a power loss; the recorder replays the spool into the database at start-up
+the spool survives a crash, a restart or a power loss; the recorder replays the spool into the
+database at start-up
 and every few seconds after.
 
 Replay never edits the file in place: `take()` renames it aside (`<name>.<id>.replay`), new

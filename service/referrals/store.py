@@ -125,10 +125,16 @@ class ReferralStore:
             update(Referral)
             .where(Referral.id == referral_id, Referral.status == PENDING, _free_for(reviewer, now))
             .values(
-                status=RESOLVED, reviewer=reviewer, label=index, value=values, note=note,
-                resolved_at=now, claimed_by=None, claim_expires_at=None,
+                status=RESOLVED,
+                reviewer=reviewer,
+                label=index,
+                value=values,
+                note=note,
+                resolved_at=now,
+                claimed_by=None,
+                claim_expires_at=None,
             )
-        )  # fmt: skip
+        )
         with self._session.begin() as s:
             changed = cast(CursorResult[Any], s.execute(stmt)).rowcount
         if changed != 1:
@@ -205,10 +211,23 @@ class ReferralStore:
 
 
 _WARM_UP_ROW: dict[str, Any] = {
-    "id": "0" * 32, "request_id": "", "row_index": 0, "model": "", "model_version": "",
-    "task": "", "status": PENDING, "input": None, "input_sha256": "", "input_shape": [],
-    "prediction": {}, "uncertainty": 0.0, "threshold": 0.0, "metric": "", "seed": 0, "samples": 0,
-}  # fmt: skip
+    "id": "0" * 32,
+    "request_id": "",
+    "row_index": 0,
+    "model": "",
+    "model_version": "",
+    "task": "",
+    "status": PENDING,
+    "input": None,
+    "input_sha256": "",
+    "input_shape": [],
+    "prediction": {},
+    "uncertainty": 0.0,
+    "threshold": 0.0,
+    "metric": "",
+    "seed": 0,
+    "samples": 0,
+}
 
 
 def _free_for(reviewer: str | None, now: datetime) -> ColumnElement[bool]:

@@ -109,6 +109,7 @@ class WebhookSender:
             if attempt < self.retries:
                 await asyncio.sleep(self.backoff_s * 2**attempt)
         what = event.get("referral_id") or f"{event['event']} of {event.get('model')}"
-        log.warning("referral webhook: gave up on %s after %d tries (%s)",
-                    what, self.retries + 1, reason)  # fmt: skip
+        log.warning(
+            "referral webhook: gave up on %s after %d tries (%s)", what, self.retries + 1, reason
+        )
         self.metrics.webhook.labels("failed").inc()

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
-from service.model import MCDropoutModel
+from service.serving.model import MCDropoutModel
 
 log = logging.getLogger(__name__)
 

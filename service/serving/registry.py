@@ -20,11 +20,12 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from service.artifact import MANIFEST_NAME, Manifest, read_manifest
+from service.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest
+from service.artifacts.names import valid_model_name
+from service.artifacts.reference import ReferenceScores, load_reference
+from service.engines import EngineRuntime, start_runtime
 from service.errors import ArtifactError, ModelNotFound, ModelNotReady
-from service.model import MCDropoutModel, load_model
-from service.reference import ReferenceScores, load_reference
-from service.serving.names import valid_model_name
+from service.serving.model import MCDropoutModel, load_model
 from service.serving.paths import check_folder, fingerprint
 
 log = logging.getLogger("mcdrop.registry")
@@ -58,21 +59,11 @@ class ModelRegistry:
         self,
         model_dir: str | Path,
         default_model: str | None = None,
-        device: str = "auto",
-        engine: str = "torch",
-        max_activation_mb: float = 256.0,
-        num_threads: int = 0,
-        engine_workers: int = 1,
-        precision: str = "float32",
+        runtime: EngineRuntime | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self._default = default_model
-        self.device = device
-        self.engine = engine
-        self.max_activation_mb = max_activation_mb
-        self.num_threads = num_threads
-        self.engine_workers = engine_workers
-        self.precision = precision
+        self.runtime = runtime or EngineRuntime()  # every model's engine is built under it
         self.entries: dict[str, ModelEntry] = {}
         self.loaded = False  # true once load_all has finished, whatever the outcome per model
         self.error: str | None = None  # why nothing could be scanned (missing directory)
@@ -112,10 +103,7 @@ class ModelRegistry:
             raise ValueError(
                 f"default model '{self._default}' is not a folder under '{self.model_dir}'"
             )
-        if self.engine == "torch":
-            from service.engines.torch_engine import configure_threads
-
-            configure_threads(self.num_threads, self.engine_workers)
+        start_runtime(self.runtime)
         with self._reload_lock:
             self.entries = {f.name: self._load_one(f) for f in folders}
             self.error = None
@@ -160,9 +148,7 @@ class ModelRegistry:
             log.error("model '%s' is not ready: %s", folder.name, entry.reason)
             return entry
         try:
-            model = load_model(
-                folder, self.device, self.max_activation_mb, self.engine, self.precision
-            )
+            model = load_model(folder, runtime=self.runtime)
             if not math.isfinite(model.manifest.threshold):
                 raise ValueError(f"threshold {model.manifest.threshold} is not a finite number")
         except Exception as e:  # any failure marks this model, and only this model, not ready

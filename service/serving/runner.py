@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.engines.base import SampleJob
-from service.model import MCDropoutModel
+from service.serving.model import MCDropoutModel
 
 
 class Runner(Protocol):

@@ -1,6 +1,6 @@
 """The calibration watch: per model, is live uncertainty still exchangeable with the reference?
 
-Every answered prediction feeds the model's test (service/exchangeability.py) with *one* row,
+Every answered prediction feeds the model's test (service/maths/exchangeability.py) with *one* row,
 picked at random by the watch's own generator. Rows of one request are not independent draws
 (a client sends a batch from one scanner, one clinic, one series), and feeding them all would
 treat correlated rows as independent evidence: a single unusual batch of near-duplicates could
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.exchangeability import ExchangeabilityTest, WatchSnapshot
-from service.model import MCDropoutModel, Prediction
-from service.reference import ReferenceScores
+from service.artifacts.reference import ReferenceScores
+from service.maths.exchangeability import ExchangeabilityTest, WatchSnapshot
+from service.serving.model import MCDropoutModel, Prediction
 from service.serving.registry import ModelRegistry
 
 log = logging.getLogger("mcdrop.watch")
@@ -124,15 +124,24 @@ class CalibrationWatches:
         if watch is not None and watch.key == (model.manifest.version, ref.sha256):
             return watch
         if watch is not None:
-            log.info("calibration watch of '%s' restarted: new version or new reference "
-                     "(version %s, reference %s…)", name, model.manifest.version, ref.sha256[:12])  # fmt: skip
+            log.info(
+                "calibration watch of '%s' restarted: new version or new reference "
+                "(version %s, reference %s…)",
+                name,
+                model.manifest.version,
+                ref.sha256[:12],
+            )
         return self._start(name, model.manifest.version, ref)
 
     def _start(self, name: str, version: str, ref: ReferenceScores) -> ModelWatch:
         test = ExchangeabilityTest(
-            ref.scores, ref.threshold, ref.referral_rate, self.alpha, self.window,
+            ref.scores,
+            ref.threshold,
+            ref.referral_rate,
+            self.alpha,
+            self.window,
             seed=self._rng.getrandbits(64),
-        )  # fmt: skip
+        )
         watch = self._watches[name] = ModelWatch(name, version, ref, test)
         return watch
 
@@ -143,9 +152,14 @@ class CalibrationWatches:
             "calibration watch: model '%s' version %s has SHIFTED: martingale %.4g >= 1/alpha = "
             "%.4g after %d tested requests (%d rows); its calibrated threshold's guarantee no "
             "longer holds. Recalibrate, then POST /v1/admin/models/%s/watch/reset",
-            watch.name, watch.version, snap.martingale, snap.alarm_level, snap.tested,
-            watch.rows_seen, watch.name,
-        )  # fmt: skip
+            watch.name,
+            watch.version,
+            snap.martingale,
+            snap.alarm_level,
+            snap.tested,
+            watch.rows_seen,
+            watch.name,
+        )
         if self.notify is not None:
             try:
                 self.notify(shift_event(watch, snap))
@@ -162,8 +176,11 @@ class CalibrationWatches:
         if entry is None or entry.model is None:
             return WatchView("unavailable", "the model is not ready")
         if entry.reference is None:
-            return WatchView("unavailable", entry.reference_error or "no reference scores: "
-                             "run `mcdrop calibrate` to store them beside the weights")  # fmt: skip
+            return WatchView(
+                "unavailable",
+                entry.reference_error
+                or "no reference scores: run `mcdrop calibrate` to store them beside the weights",
+            )
         watch = self._watch_for(name, entry.model)
         assert watch is not None
         snap = watch.test.snapshot()
@@ -175,8 +192,11 @@ class CalibrationWatches:
         if entry is not None and entry.model is not None and entry.reference is not None:
             old = self._watches.get(name)
             self._start(name, entry.model.manifest.version, entry.reference)
-            log.info("calibration watch of '%s' reset by an operator (was %s)", name,
-                     "shifted" if old is not None and old.test.shifted else "holding")  # fmt: skip
+            log.info(
+                "calibration watch of '%s' reset by an operator (was %s)",
+                name,
+                "shifted" if old is not None and old.test.shifted else "holding",
+            )
         return self.view(name)
 
     def names(self) -> list[str]:

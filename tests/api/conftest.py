@@ -35,17 +35,22 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 def tiny_image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A convnet on 1×4×4 images, so rows can be nested arrays."""
-    from service.data import Dataset
-    from service.training import TrainConfig, train
+    from service.artifacts.data import Dataset
+    from service.training.train import TrainConfig, train
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(60, 1, 4, 4))
     y = (x.sum(axis=(1, 2, 3)) > 0).astype(np.float64)
     out = tmp_path_factory.mktemp("models") / "tiny_img"
     cfg = TrainConfig(
-        task="classification", name="tiny_img", arch="convnet", conv_channels=[2], hidden=8,
-        layers=1, epochs=1,
-    )  # fmt: skip
+        task="classification",
+        name="tiny_img",
+        arch="convnet",
+        conv_channels=[2],
+        hidden=8,
+        layers=1,
+        epochs=1,
+    )
     train(Dataset(x, y), cfg, out, progress=False)
     return out
 

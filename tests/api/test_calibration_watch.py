@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from service.api.app import create_app
-from service.artifact import read_manifest, write_manifest
+from service.artifacts.manifest import read_manifest, write_manifest
+from service.artifacts.reference import save_reference
 from service.config import Settings
-from service.reference import save_reference
 from tests.api.conftest import CLF_ROW, running
 
 pytestmark = pytest.mark.anyio
@@ -32,8 +32,9 @@ def with_reference(
     threshold at the 90th percentile of the scores."""
     m = read_manifest(folder)
     threshold = float(np.quantile(scores, 0.9))
-    m.reference = save_reference(folder, scores, m.uncertainty_metric, threshold,
-                                 m.default_samples, 0.1, when)  # fmt: skip
+    m.reference = save_reference(
+        folder, scores, m.uncertainty_metric, threshold, m.default_samples, 0.1, when
+    )
     write_manifest(folder, m)
 
 
@@ -50,16 +51,20 @@ def model_dir(tmp_path: Path, tiny_classifier_dir: Path) -> Path:
 
 def settings(model_dir: Path, tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "model_dir": str(model_dir), "default_model": "plain", "batching": False,
-        "referrals": False, "api_keys": KEY,
-    }  # fmt: skip
+        "model_dir": str(model_dir),
+        "default_model": "plain",
+        "batching": False,
+        "referrals": False,
+        "api_keys": KEY,
+    }
     return Settings(**(values | overrides))
 
 
 async def predict(c: httpx.AsyncClient, name: str, times: int, **body: Any) -> None:
     for _ in range(times):
-        r = await c.post(f"/v1/models/{name}/predict", json={"inputs": [CLF_ROW] * 2, **body},
-                         headers=AUTH)  # fmt: skip
+        r = await c.post(
+            f"/v1/models/{name}/predict", json={"inputs": [CLF_ROW] * 2, **body}, headers=AUTH
+        )
         assert r.status_code == 200, r.text
 
 
@@ -117,7 +122,10 @@ async def test_reset_needs_a_key_and_restarts_the_test(model_dir: Path, tmp_path
         r = await c.post("/v1/admin/models/shifted/watch/reset", headers=AUTH)
         assert r.status_code == 200
         assert (r.json()["status"], r.json()["requests_tested"], r.json()["martingale"]) == (
-            "holding", 0, 1.0)  # fmt: skip
+            "holding",
+            0,
+            1.0,
+        )
         assert (await watch(c, "shifted"))["status"] == "holding"
         r = await c.post("/v1/admin/models/plain/watch/reset", headers=AUTH)
         assert r.json()["status"] == "unavailable"
@@ -189,8 +197,9 @@ async def test_the_shift_event_goes_out_once_on_the_referral_webhook(
     from tests.servers import free_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(receiver, host="127.0.0.1", port=port,
-                                           log_level="error"))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(receiver, host="127.0.0.1", port=port, log_level="error")
+    )
     serving = asyncio.create_task(server.serve())
     try:
         for _ in range(1000):
@@ -198,11 +207,13 @@ async def test_the_shift_event_goes_out_once_on_the_referral_webhook(
                 break
             await asyncio.sleep(0.01)
         s = settings(
-            model_dir, tmp_path, referrals=True,
+            model_dir,
+            tmp_path,
+            referrals=True,
             database_url=f"sqlite:///{tmp_path / 'referrals.db'}",
             referral_spool=str(tmp_path / "spool.jsonl"),
             referral_webhook=f"http://127.0.0.1:{port}/hook",
-        )  # fmt: skip
+        )
         async with running(create_app(s)) as c:
             await predict(c, "shifted", 40, refer=False)  # no referral events, only the watch's
             for _ in range(3000):  # bounded wait for the delivery (not a timing assertion)

@@ -29,8 +29,14 @@ pytestmark = pytest.mark.anyio
 
 STATIC = VENDOR.parent
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 
 def _urls(html: str) -> list[str]:
@@ -95,8 +101,13 @@ async def test_docs_routes_are_labelled_in_metrics(client: httpx.AsyncClient) ->
         return sum(float(v) for v in found)
 
     before = unmatched((await client.get("/metrics")).text)
-    for path in ("/docs", "/redoc", "/openapi.json", "/docs/assets/swagger-ui.css",
-                 "/docs/oauth2-redirect"):  # fmt: skip
+    for path in (
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+        "/docs/assets/swagger-ui.css",
+        "/docs/oauth2-redirect",
+    ):
         assert (await client.get(path)).status_code == 200
     text = (await client.get("/metrics")).text
     assert unmatched(text) == before

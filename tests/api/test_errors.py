@@ -235,7 +235,7 @@ async def test_unexpected_error_is_500_without_internals(
         raise RuntimeError("secret internal state /etc/passwd")
 
     async with running(app) as c:
-        monkeypatch.setattr(app.state.predictor, "predict", explode)
+        monkeypatch.setattr(app.state.predictor, "infer", explode)
         with caplog.at_level(logging.ERROR, logger="mcdrop"):
             r = await c.post(REG, json={"inputs": [REG_ROW]}, headers={"X-Request-ID": "req-77"})
     body = assert_error_shape(r, 500)

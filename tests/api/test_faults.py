@@ -17,10 +17,11 @@ from onnx import external_data_helper, numpy_helper
 from pydantic import SecretStr
 
 from service.api.app import create_app
-from service.artifact import read_manifest, save_weights, sha256_file
+from service.artifacts.manifest import read_manifest, save_weights, sha256_file
 from service.config import Settings
 from service.engines import onnx_export
 from service.engines.onnx_engine import OnnxEngine
+from service.engines.runtime import EngineRuntime
 from service.errors import ArtifactError
 from service.serving.registry import ModelRegistry
 from tests.api.conftest import REG_ROW, running
@@ -72,7 +73,7 @@ def test_truncated_onnx_graph_is_an_artifact_error(
     onnx_export.export_onnx(folder, samples=200)
     graph = folder / "model.onnx"
     graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
-    registry = ModelRegistry(tmp_path, engine="onnx")
+    registry = ModelRegistry(tmp_path, runtime=EngineRuntime(engine="onnx"))
     registry.load_all()  # does not raise: the folder is marked not ready
     entry = registry.entries["m"]
     assert not entry.ready and entry.reason and "not a loadable ONNX graph" in entry.reason
@@ -132,8 +133,13 @@ async def test_links_and_names_out_of_the_directory_are_refused(
         listing = (await c.get("/v1/models")).json()
         assert "outside the model directory" in _reason(listing, "linked")
         assert "outside the model folder" in _reason(listing, "sneaky")
-        for path in ("/v1/models/../x", "/v1/models/%2e%2e", "/v1/models/%2e%2e%2fx",
-                     "/v1/models/..%2F..%2Fetc%2Fpasswd", "/v1/models/%2e%2e/predict"):  # fmt: skip
+        for path in (
+            "/v1/models/../x",
+            "/v1/models/%2e%2e",
+            "/v1/models/%2e%2e%2fx",
+            "/v1/models/..%2F..%2Fetc%2Fpasswd",
+            "/v1/models/%2e%2e/predict",
+        ):
             r = (
                 await c.get(path)
                 if not path.endswith("predict")
@@ -149,7 +155,7 @@ def test_weights_link_out_of_the_folder_is_refused_by_the_loader(
     tmp_path: Path, tiny_regression_dir: Path
 ) -> None:
     """The same check, one layer down: load_weights resolves the file itself."""
-    from service.model import load_model
+    from service.serving.model import load_model
 
     folder = _copy(tiny_regression_dir, tmp_path, "m")
     elsewhere = tmp_path / "w.safetensors"

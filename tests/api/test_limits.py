@@ -16,8 +16,8 @@ import pytest
 from service.api.app import create_app
 from service.config import Settings
 from service.engines.base import SampleJob
-from service.model import MCDropoutModel
 from service.serving.finite import OVERFLOW_REASON
+from service.serving.model import MCDropoutModel
 from tests.api.conftest import REG_ROW, running, settings_for
 from tests.helpers import linear_model_dir
 

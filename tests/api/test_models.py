@@ -53,7 +53,7 @@ def test_image_display_comes_from_the_manifest() -> None:
     from pathlib import Path
 
     from service.api.routes.models import describe
-    from service.artifact import read_manifest
+    from service.artifacts.manifest import read_manifest
     from service.serving.registry import ModelEntry
     from tests.conftest import MODELS
 

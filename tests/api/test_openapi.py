@@ -18,10 +18,18 @@ async def test_docs_page(client: httpx.AsyncClient) -> None:
 async def test_every_schema_field_is_described(client: httpx.AsyncClient) -> None:
     spec: dict[str, Any] = (await client.get("/openapi.json")).json()
     ours = [
-        "PredictRequest", "DefaultPredictRequest", "PredictResponse", "RegressionPrediction",
-        "ClassificationPrediction", "ModelPublic", "ModelList", "Readiness", "Liveness",
-        "ErrorResponse", "ErrorDetail",
-    ]  # fmt: skip
+        "PredictRequest",
+        "DefaultPredictRequest",
+        "PredictResponse",
+        "RegressionPrediction",
+        "ClassificationPrediction",
+        "ModelPublic",
+        "ModelList",
+        "Readiness",
+        "Liveness",
+        "ErrorResponse",
+        "ErrorDetail",
+    ]
     schemas = spec["components"]["schemas"]
     for name in ours:
         for field, prop in schemas[name]["properties"].items():

@@ -10,7 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.model import load_model
+from service.serving.model import load_model
+from service.serving.results import RegressionResult
 from tests.api.conftest import CLF_ROW, REG_ROW, running
 
 pytestmark = pytest.mark.anyio
@@ -35,9 +36,16 @@ async def test_regression_rows_have_every_field(client: httpx.AsyncClient) -> No
     assert len(body["predictions"]) == 2
     for row in body["predictions"]:
         assert set(row) == {
-            "mean", "variance", "uncertainty", "abstain", "reason", "std", "epistemic_variance",
-            "aleatoric_variance", "referral_id",
-        }  # fmt: skip
+            "mean",
+            "variance",
+            "uncertainty",
+            "abstain",
+            "reason",
+            "std",
+            "epistemic_variance",
+            "aleatoric_variance",
+            "referral_id",
+        }
         assert row["reason"] is None  # only rows that abstain whatever the threshold have one
         # total = epistemic + aleatoric, std = sqrt(total), aleatoric = 1/tau (tau = 100).
         assert math.isclose(row["variance"][0], row["epistemic_variance"][0] + 0.01, rel_tol=1e-9)
@@ -56,9 +64,17 @@ async def test_classification_rows_have_every_field(client: httpx.AsyncClient) -
     assert (body["model"], body["task"], body["samples"]) == ("tiny_clf", "classification", 20)
     row = body["predictions"][0]
     assert set(row) >= {
-        "mean", "variance", "uncertainty", "abstain", "probabilities", "label", "class_label",
-        "predictive_entropy", "mutual_information", "variation_ratio",
-    }  # fmt: skip
+        "mean",
+        "variance",
+        "uncertainty",
+        "abstain",
+        "probabilities",
+        "label",
+        "class_label",
+        "predictive_entropy",
+        "mutual_information",
+        "variation_ratio",
+    }
     assert row["mean"] == row["probabilities"]
     assert math.isclose(sum(row["probabilities"]), 1.0, rel_tol=1e-9)
     assert row["label"] == int(np.argmax(row["probabilities"]))
@@ -166,14 +182,18 @@ async def test_shipped_regression_model_agrees_with_load_model(client: httpx.Asy
     # sqrt(epistemic_var / T); two independent means differ with SE sqrt(2 * epistemic_var / T).
     # 5 SE bounds a false failure below 6e-7 per row.
     other_mean = np.array([r["mean"][0] for r in other["predictions"]])
-    assert lib.epistemic_variance is not None
+    assert isinstance(lib, RegressionResult)
     se = np.sqrt(2 * lib.epistemic_variance[:, 0] / t)
     assert np.all(np.abs(other_mean - lib.mean[:, 0]) < 5 * se)
 
 
 async def test_samples_auto_reports_per_row_sampling(client: httpx.AsyncClient) -> None:
-    body = {"inputs": [CLF_ROW, [3.0, 3.0, -3.0, 0.0]], "samples": "auto", "max_samples": 64,
-            "seed": 4}  # fmt: skip
+    body = {
+        "inputs": [CLF_ROW, [3.0, 3.0, -3.0, 0.0]],
+        "samples": "auto",
+        "max_samples": 64,
+        "seed": 4,
+    }
     r = await client.post("/v1/models/tiny_clf/predict", json=body)
     assert r.status_code == 200, r.text
     out = r.json()

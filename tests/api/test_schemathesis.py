@@ -8,7 +8,8 @@ mode; the full run is
     MCDROP_SCHEMATHESIS_EXAMPLES=250 .venv/bin/pytest tests/api/test_schemathesis.py -s
 
 (every operation positive, and negative where it has parameters or a body, up to 100 examples
-each: over 1,000 requests; hypothesis stops early where the input space is small). The app is the one the service runs, on the tiny test models (one
+each: over 1,000 requests; hypothesis stops early where the input space is small). The app is the
+one the service runs, on the tiny test models (one
 of them broken), with the batcher on and no API keys, so the admin route answers its
 documented 403; test_auth.py covers keys.
 
@@ -78,9 +79,11 @@ def test_operation_conforms_to_the_schema(
 
     @given(case=operation.as_strategy(generation_mode=mode, **fixed))
     @settings(
-        max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
         database=None,
-    )  # fmt: skip
+    )
     def run(case: Any) -> None:
         response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
         CASES[str(response.status_code)] += 1

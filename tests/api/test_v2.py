@@ -123,8 +123,10 @@ async def test_the_spec_example_as_written_is_refused_with_a_400(v2: httpx.Async
 
 
 async def test_all_outputs_by_default_and_types(v2: httpx.AsyncClient) -> None:
-    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": CLF_ROW}],
-            "parameters": {"samples": 8, "seed": 1, "threshold": 0.0}}  # fmt: skip
+    body = {
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": CLF_ROW}],
+        "parameters": {"samples": 8, "seed": 1, "threshold": 0.0},
+    }
     out = (await v2.post("/v2/models/tiny_clf/infer", json=body)).json()
     tensors = {o["name"]: o for o in out["outputs"]}
     assert tensors["abstain"]["data"] == [True]  # threshold 0: any uncertainty abstains
@@ -134,8 +136,10 @@ async def test_all_outputs_by_default_and_types(v2: httpx.AsyncClient) -> None:
 
 
 async def test_samples_auto_adds_adaptive_outputs(v2: httpx.AsyncClient) -> None:
-    body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": CLF_ROW * 2}],
-            "parameters": {"samples": "auto", "max_samples": 64, "seed": 1}}  # fmt: skip
+    body = {
+        "inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": CLF_ROW * 2}],
+        "parameters": {"samples": "auto", "max_samples": 64, "seed": 1},
+    }
     out = (await v2.post("/v2/models/tiny_clf/infer", json=body)).json()
     tensors = {o["name"]: o for o in out["outputs"]}
     assert tensors["samples_used"]["datatype"] == "INT64"
@@ -211,17 +215,27 @@ async def test_binary_request_and_response(v2: httpx.AsyncClient) -> None:
     # output0 is asked as binary while output1 stays JSON; here output0/1 are mean/abstain.
     header = {
         "model_name": "pair",
-        "inputs": [{"name": "input", "shape": [2, 2], "datatype": "UINT32",
-                    "parameters": {"binary_data_size": 16}}],
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [2, 2],
+                "datatype": "UINT32",
+                "parameters": {"binary_data_size": 16},
+            }
+        ],
         "outputs": [{"name": "mean", "parameters": {"binary_data": True}}, {"name": "abstain"}],
         "parameters": {"samples": 16, "seed": 3},
-    }  # fmt: skip
+    }
     head = json.dumps(header).encode()
     body = head + struct.pack("<4I", 1, 2, 3, 4)
     r = await v2.post(
-        "/v2/models/pair/infer", content=body,
-        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))},
-    )  # fmt: skip
+        "/v2/models/pair/infer",
+        content=body,
+        headers={
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(len(head)),
+        },
+    )
     assert r.status_code == 200, r.text
     n = int(r.headers["inference-header-content-length"])
     meta = json.loads(r.content[:n])
@@ -235,9 +249,12 @@ async def test_binary_request_and_response(v2: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     ("length", "extra", "needle"),
-    [("x", b"", "expected an integer"), ("99999", b"", "outside the body"),
-     (None, b"\0\0\0\0", "binary bytes belong to no input")],
-)  # fmt: skip
+    [
+        ("x", b"", "expected an integer"),
+        ("99999", b"", "outside the body"),
+        (None, b"\0\0\0\0", "binary bytes belong to no input"),
+    ],
+)
 async def test_bad_binary_framing_is_400(
     v2: httpx.AsyncClient, length: str | None, extra: bytes, needle: str
 ) -> None:
@@ -258,3 +275,28 @@ async def test_repository_index_lists_states(v2: httpx.AsyncClient) -> None:
     }
     ready = (await v2.post("/v2/repository/index", json={"ready": True})).json()
     assert "broken" not in {m["name"] for m in ready}
+
+
+async def test_v2_hands_the_decoded_array_to_the_data_plane(
+    serving_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(serving_dir / "tiny_clf", tmp_path / "tiny_clf")
+    app = create_app(Settings(model_dir=str(tmp_path)))
+    seen: list[Any] = []
+    async with running(app) as c:
+        predictor = app.state.predictor
+        infer = predictor.infer
+
+        async def spy(name: str | None, rows: Any, params: Any) -> Any:
+            seen.append(rows)
+            return await infer(name, rows, params)
+
+        monkeypatch.setattr(predictor, "infer", spy)
+        body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": CLF_ROW}]}
+        r = await c.post("/v2/models/tiny_clf/infer", json=body)
+        assert r.status_code == 200, r.text
+        r = await c.post("/v1/models/tiny_clf/predict", json={"inputs": [CLF_ROW]})
+        assert r.status_code == 200, r.text
+    # V2: the tensor as decoded, no round trip through lists; REST: the validated JSON rows.
+    assert isinstance(seen[0], np.ndarray) and seen[0].shape == (1, 4)
+    assert seen[1] == [CLF_ROW]

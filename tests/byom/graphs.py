@@ -87,9 +87,14 @@ class MLP(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(Q, H), nn.ReLU(), nn.Dropout(0.2), nn.Linear(H, H), nn.ReLU(),
-            nn.Dropout(0.3), nn.Linear(H, D),
-        )  # fmt: skip
+            nn.Linear(Q, H),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(H, H),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Linear(H, D),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x)

@@ -1,4 +1,5 @@
-"""import-onnx: Dropout nodes of any opset become sampled masks; what cannot be faithful is refused."""
+"""import-onnx: Dropout nodes of any opset become sampled masks; what cannot be faithful is
+refused."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from service.cli import main
 from service.engines.base import SampleJob
 from service.engines.graph_engine import read_served_graph, split_prefix
 from service.engines.graph_sites import ImportRefused
-from service.engines.torch_package import module_mc_samples
 from service.errors import ArtifactError
-from service.model import load_model
-from service.packaging import fit_tau_in_folder, import_onnx
+from service.serving.model import load_model
+from service.training.packaging import fit_tau_in_folder, import_onnx
+from service.training.torch_package import module_mc_samples
 from tests.byom.graphs import D, Q, assert_same_mc, dropout_graph, graph_reference
 
 T = 4000
@@ -50,8 +51,9 @@ def test_imported_graph_serves_its_own_mc_dropout(tmp_path: Path, opset: int) ->
 
 
 def test_same_seed_same_answer_and_batched_equals_alone(tmp_path: Path) -> None:
-    out = import_onnx(dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g",
-                      task="classification")  # fmt: skip
+    out = import_onnx(
+        dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g", task="classification"
+    )
     engine = load_model(out, device="cpu").engine
     x = _rows()
     other = np.random.default_rng(9).standard_normal((4, Q)).astype(np.float32)
@@ -65,8 +67,9 @@ def test_same_seed_same_answer_and_batched_equals_alone(tmp_path: Path) -> None:
 
 def test_backbone_runs_once_per_row_and_chunks_change_nothing(tmp_path: Path) -> None:
     """Layers before the first site form a prefix run once per batch, outside the chunks."""
-    out = import_onnx(dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g",
-                      task="classification")  # fmt: skip
+    out = import_onnx(
+        dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g", task="classification"
+    )
     model = load_model(out, device="cpu")
     head, tail = split_prefix(read_served_graph(out, model.manifest))
     assert head is not None
@@ -89,8 +92,18 @@ def test_site_option_adds_dropout_after_a_tensor(tmp_path: Path) -> None:
 
 def test_cli_imports_and_reports_sites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = dropout_graph(tmp_path / "g.onnx", 7, rate=0.2)
-    code = main(["import-onnx", str(src), "--out", str(tmp_path / "m" / "g"),
-                 "--task", "classification", "--class-labels", "a,b,c"])  # fmt: skip
+    code = main(
+        [
+            "import-onnx",
+            str(src),
+            "--out",
+            str(tmp_path / "m" / "g"),
+            "--task",
+            "classification",
+            "--class-labels",
+            "a,b,c",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["sites"] == [{"source": "Dropout node 'drop'", "keep_prob": 0.8}]
@@ -143,16 +156,18 @@ def test_torch_archives_and_pickles_are_refused(tmp_path: Path, name: str) -> No
 
 def test_cli_refusal_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = dropout_graph(tmp_path / "g.onnx", 13, dropout=False)
-    code = main(["import-onnx", str(src), "--out", str(tmp_path / "m" / "g"), "--task",
-                 "classification"])  # fmt: skip
+    code = main(
+        ["import-onnx", str(src), "--out", str(tmp_path / "m" / "g"), "--task", "classification"]
+    )
     assert code == 2
     assert "package_torch" in capsys.readouterr().err
     assert not (tmp_path / "m" / "g").exists()
 
 
 def test_graph_path_outside_the_folder_is_refused(tmp_path: Path) -> None:
-    out = import_onnx(dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g",
-                      task="classification")  # fmt: skip
+    out = import_onnx(
+        dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g", task="classification"
+    )
     manifest = json.loads((out / "model.json").read_text())
     (tmp_path / "m" / "outside.onnx").write_bytes((out / "graph.onnx").read_bytes())
     manifest["architecture"]["graph"] = "../outside.onnx"
@@ -175,8 +190,9 @@ def test_external_tensor_data_is_refused(tmp_path: Path) -> None:
 
 
 def test_changed_graph_fails_its_checksum(tmp_path: Path) -> None:
-    out = import_onnx(dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g",
-                      task="classification")  # fmt: skip
+    out = import_onnx(
+        dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g", task="classification"
+    )
     data = bytearray((out / "graph.onnx").read_bytes())
     data[-1] ^= 1
     (out / "graph.onnx").write_bytes(bytes(data))
@@ -185,8 +201,9 @@ def test_changed_graph_fails_its_checksum(tmp_path: Path) -> None:
 
 
 def test_torch_engine_setting_picks_the_engine_the_folder_names(tmp_path: Path) -> None:
-    out = import_onnx(dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g",
-                      task="classification")  # fmt: skip
+    out = import_onnx(
+        dropout_graph(tmp_path / "g.onnx", 13), tmp_path / "m" / "g", task="classification"
+    )
     model = load_model(out, engine="torch", device="cpu")
     assert model.engine.name == "onnx"
     assert model.manifest.architecture.engines == ["onnx"]  # type: ignore[union-attr]
@@ -198,9 +215,16 @@ def test_torch_export_in_training_mode_imports_faithfully(tmp_path: Path) -> Non
     net = nn.Sequential(nn.Linear(Q, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, D))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(2, Q),), str(tmp_path / "t.onnx"), dynamo=False,
-                          training=torch.onnx.TrainingMode.TRAINING, input_names=["x"],
-                          dynamic_axes={"x": {0: "n"}}, do_constant_folding=False)  # fmt: skip
+        torch.onnx.export(
+            net,
+            (torch.randn(2, Q),),
+            str(tmp_path / "t.onnx"),
+            dynamo=False,
+            training=torch.onnx.TrainingMode.TRAINING,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "n"}},
+            do_constant_folding=False,
+        )
     out = import_onnx(tmp_path / "t.onnx", tmp_path / "m" / "t", task="classification")
     x = torch.from_numpy(_rows())
     served = load_model(out).engine.sample_many([SampleJob(x.numpy(), T, 0)])[0]
@@ -211,9 +235,16 @@ def test_batchnorm_in_training_mode_is_refused(tmp_path: Path) -> None:
     net = nn.Sequential(nn.Linear(Q, 8), nn.BatchNorm1d(8), nn.Dropout(0.3), nn.Linear(8, D))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(4, Q),), str(tmp_path / "t.onnx"), dynamo=False,
-                          training=torch.onnx.TrainingMode.TRAINING, input_names=["x"],
-                          dynamic_axes={"x": {0: "n"}}, do_constant_folding=False)  # fmt: skip
+        torch.onnx.export(
+            net,
+            (torch.randn(4, Q),),
+            str(tmp_path / "t.onnx"),
+            dynamo=False,
+            training=torch.onnx.TrainingMode.TRAINING,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "n"}},
+            do_constant_folding=False,
+        )
     with pytest.raises(ImportRefused, match="BatchNormalization in training mode"):
         import_onnx(tmp_path / "t.onnx", tmp_path / "m" / "t", task="classification")
     _nothing_left(tmp_path / "m")

@@ -13,8 +13,8 @@ from torch import nn
 from service import package_torch
 from service.engines.base import SampleJob
 from service.engines.graph_sites import ImportRefused
-from service.engines.torch_package import module_mc_samples
-from service.model import load_model
+from service.serving.model import load_model
+from service.training.torch_package import module_mc_samples
 from tests.byom.graphs import (
     MLP,
     FunctionalMLP,
@@ -155,8 +155,9 @@ def test_folder_holds_no_pickle(tmp_path: Path) -> None:
 
 def test_probability_outputs_are_served_as_given(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    module = nn.Sequential(nn.Linear(Q, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3),
-                           nn.Softmax(dim=1))  # fmt: skip
+    module = nn.Sequential(
+        nn.Linear(Q, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3), nn.Softmax(dim=1)
+    )
     x = torch.randn(3, Q)
     out = package_torch(module, x, tmp_path / "p", task="classification", outputs="probabilities")
     pred = load_model(out).predict(x.numpy(), samples=T, seed=0, return_samples=True)

@@ -17,8 +17,9 @@ from service import package_torch
 from service.api.app import create_app
 from service.cli import main
 from service.config import Settings
-from service.model import load_model
-from service.packaging import import_onnx
+from service.serving.model import load_model
+from service.serving.results import ClassificationResult
+from service.training.packaging import import_onnx
 from tests.api.conftest import running
 from tests.byom.graphs import MLP, Q, dropout_graph
 
@@ -31,8 +32,9 @@ ROWS = np.random.default_rng(0).standard_normal((3, Q)).round(3).tolist()
 def byom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("byom")
     torch.manual_seed(0)
-    package_torch(MLP(), torch.randn(4, Q), root / "pkg", task="classification",
-                  class_labels=["a", "b", "c"])  # fmt: skip
+    package_torch(
+        MLP(), torch.randn(4, Q), root / "pkg", task="classification", class_labels=["a", "b", "c"]
+    )
     src = dropout_graph(root.parent / "g.onnx", 13)
     import_onnx(src, root / "imported", task="regression", tau=50.0)
     return root
@@ -76,9 +78,12 @@ async def test_threshold_and_auto_samples(client: httpx.AsyncClient) -> None:
 
 
 async def test_v2_infer(client: httpx.AsyncClient) -> None:
-    req = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, Q],
-                       "data": np.ravel(ROWS).tolist()}],
-           "parameters": {"samples": 40, "seed": 9}}  # fmt: skip
+    req = {
+        "inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [3, Q], "data": np.ravel(ROWS).tolist()}
+        ],
+        "parameters": {"samples": 40, "seed": 9},
+    }
     r = await client.post("/v2/models/imported/infer", json=req)
     assert r.status_code == 200, r.text
     v1 = (
@@ -103,8 +108,7 @@ async def test_hot_reload_serves_a_repackaged_model(
         body = {"inputs": ROWS, "samples": 20, "seed": 1}
         before = (await c.post("/v1/models/m/predict", json=body)).json()["predictions"]
         torch.manual_seed(1)
-        package_torch(MLP(), torch.randn(4, Q), root / "m", task="classification",
-                      overwrite=True)  # fmt: skip
+        package_torch(MLP(), torch.randn(4, Q), root / "m", task="classification", overwrite=True)
         r = await c.post("/v1/admin/reload")
         assert r.status_code == 200 and r.json()["loaded"] == ["m"]
         after = (await c.post("/v1/models/m/predict", json=body)).json()["predictions"]
@@ -118,8 +122,9 @@ async def test_cuda_without_the_provider_is_a_503_naming_why(byom_dir: Path) -> 
         pytest.skip("this onnxruntime has the CUDA provider")
     app = create_app(Settings(model_dir=str(byom_dir), api_keys=SecretStr(KEY), device="cuda"))
     async with running(app) as c:
-        r = await c.post("/v1/models/imported/predict", json={"inputs": ROWS},
-                         headers={"X-API-Key": KEY})  # fmt: skip
+        r = await c.post(
+            "/v1/models/imported/predict", json={"inputs": ROWS}, headers={"X-API-Key": KEY}
+        )
         assert r.status_code == 503
         assert "CUDAExecutionProvider" in r.json()["error"]
 
@@ -131,16 +136,35 @@ def test_calibrate_and_evaluate_run_on_a_packaged_model(
     folder = package_torch(MLP(), torch.randn(4, Q), tmp_path / "m", task="classification")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, Q))
-    y = load_model(folder).predict(x, samples=30, seed=0).label  # labels it mostly gets right
-    assert y is not None
+    p = load_model(folder).predict(x, samples=30, seed=0)
+    assert isinstance(p, ClassificationResult)
+    y = p.label  # labels it mostly gets right
     flip = rng.random(300) < 0.2
     y = np.where(flip, (y + 1) % 3, y)
     np.savez(tmp_path / "heldout.npz", x=x, y=y)
-    code = main(["calibrate", str(folder), "--data", str(tmp_path / "heldout.npz"),
-                 "--max-referral-rate", "0.3"])  # fmt: skip
+    code = main(
+        [
+            "calibrate",
+            str(folder),
+            "--data",
+            str(tmp_path / "heldout.npz"),
+            "--max-referral-rate",
+            "0.3",
+        ]
+    )
     assert code == 0
     manifest = json.loads((folder / "model.json").read_text())
     assert manifest["calibration"] is not None
-    code = main(["evaluate", str(folder), "--data", str(tmp_path / "heldout.npz"),
-                 "--out", str(tmp_path / "report"), "--samples", "20"])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            str(folder),
+            "--data",
+            str(tmp_path / "heldout.npz"),
+            "--out",
+            str(tmp_path / "report"),
+            "--samples",
+            "20",
+        ]
+    )
     assert code == 0 and (tmp_path / "report" / "report.json").is_file()

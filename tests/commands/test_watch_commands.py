@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.artifact import read_manifest
+from service.artifacts.manifest import read_manifest
+from service.artifacts.reference import load_reference
 from service.cli import main
-from service.reference import load_reference
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,15 +33,23 @@ def clf_copy(tiny_classifier_dir: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A convnet on 1x8x8 grey images (0..255) and labelled test images for it."""
-    from service.data import Dataset
-    from service.training import TrainConfig, train
+    from service.artifacts.data import Dataset
+    from service.training.train import TrainConfig, train
 
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (120, 1, 8, 8)).astype(np.float64)
     y = (x[:, 0, :4].mean(axis=(1, 2)) > x[:, 0, 4:].mean(axis=(1, 2))).astype(np.float64)
     root = tmp_path_factory.mktemp("images")
-    cfg = TrainConfig(task="classification", name="img", arch="convnet", conv_channels=[2],
-                      hidden=8, layers=1, epochs=2, input_scale=1 / 255)  # fmt: skip
+    cfg = TrainConfig(
+        task="classification",
+        name="img",
+        arch="convnet",
+        conv_channels=[2],
+        hidden=8,
+        layers=1,
+        epochs=2,
+        input_scale=1 / 255,
+    )
     train(Dataset(x, y), cfg, root / "img", progress=False)
     np.savez(root / "test.npz", x=x[:40], y=y[:40])
     return root / "img", root / "test.npz"
@@ -49,8 +57,18 @@ def tiny_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_calibrate_stores_hashed_reference_scores(clf_copy: Path, tmp_path: Path) -> None:
     data = _classifier_data(tmp_path / "held.npz", 400, 7)
-    argv = ["calibrate", str(clf_copy), "--data", str(data), "--max-referral-rate", "0.2",
-            "--metric", "mutual_information", "--samples", "10"]  # fmt: skip
+    argv = [
+        "calibrate",
+        str(clf_copy),
+        "--data",
+        str(data),
+        "--max-referral-rate",
+        "0.2",
+        "--metric",
+        "mutual_information",
+        "--samples",
+        "10",
+    ]
     assert main(argv) == 0
     m = read_manifest(clf_copy)
     assert m.reference is not None and m.reference.n == 400
@@ -81,8 +99,22 @@ def test_evaluate_ood_reports_auroc_aupr_and_referral_rate(
     data = _classifier_data(tmp_path / "test.npz", 100, 5)
     far = _classifier_data(tmp_path / "far.npz", 50, 6, offset=8.0)
     out = tmp_path / "report"
-    argv = ["evaluate", str(tiny_classifier_dir), "--data", str(data), "--ood", str(far),
-            "--ood", str(data), "--out", str(out), "--samples", "10", "--limit", "80"]  # fmt: skip
+    argv = [
+        "evaluate",
+        str(tiny_classifier_dir),
+        "--data",
+        str(data),
+        "--ood",
+        str(far),
+        "--ood",
+        str(data),
+        "--out",
+        str(out),
+        "--samples",
+        "10",
+        "--limit",
+        "80",
+    ]
     assert main(argv) == 0
     report = json.loads((out / "ood.json").read_text())
     assert report["n"] == 80
@@ -101,8 +133,21 @@ def test_evaluate_shift_reports_both_methods_per_intensity(
 ) -> None:
     model, data = tiny_images
     out = tmp_path / "shift"
-    argv = ["evaluate", str(model), "--data", str(data), "--shift", "noise", "--intensities",
-            "0", "0.5", "--out", str(out), "--samples", "10"]  # fmt: skip
+    argv = [
+        "evaluate",
+        str(model),
+        "--data",
+        str(data),
+        "--shift",
+        "noise",
+        "--intensities",
+        "0",
+        "0.5",
+        "--out",
+        str(out),
+        "--samples",
+        "10",
+    ]
     assert main(argv) == 0
     report = json.loads((out / "shift_noise.json").read_text())
     assert [s["intensity"] for s in report["intensities"]] == [0.0, 0.5]
@@ -119,7 +164,15 @@ def test_shift_needs_an_image_classifier(
     tiny_classifier_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _classifier_data(tmp_path / "test.npz", 20, 5)
-    argv = ["evaluate", str(tiny_classifier_dir), "--data", str(data), "--shift", "rotate",
-            "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        "evaluate",
+        str(tiny_classifier_dir),
+        "--data",
+        str(data),
+        "--shift",
+        "rotate",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     assert "needs an image classifier" in capsys.readouterr().err

@@ -123,7 +123,8 @@ class Mismatch:
         )
 
     def edit(self) -> tuple[int, int, list[str]]:
-        """The documented output's file lines, and what to put there (JSON re-rounded, "..." kept)."""
+        """The documented output's file lines, and what to put there (JSON re-rounded, "..."
+        kept)."""
         shown, printed = _as_json(self.command.documented()), _as_json(self.got)
         text = self.got
         if printed is not None:

@@ -1,4 +1,5 @@
-"""Fenced code blocks of a markdown file, with where they sit, so examples can be run and rewritten."""
+"""Fenced code blocks of a markdown file, with where they sit, so examples can be run and
+rewritten."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def blocks(path: Path, lang: str | None = None) -> list[Block]:
 
 
 def replace_lines(path: Path, edits: list[tuple[int, int, list[str]]]) -> None:
-    """Replace file lines [start, end) by new ones for each (start, end, new); edits must not overlap."""
+    """Replace file lines [start, end) by new ones for each (start, end, new); edits must not
+    overlap."""
     lines = path.read_text().splitlines(keepends=True)
     for start, end, new in sorted(edits, key=lambda e: e[0], reverse=True):
         lines[start:end] = new

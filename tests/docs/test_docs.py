@@ -1,4 +1,5 @@
-"""Every example with an output in README.md and docs/*.md, run and compared (see tests/docs/compare.py).
+"""Every example with an output in README.md and docs/*.md, run and compared (see
+tests/docs/compare.py).
 
 `MCDROP_UPDATE_DOCS=1 pytest tests/docs` writes what the examples print now into the markdown
 in place of the documented outputs that no longer match (numbers rounded as compare.py says),

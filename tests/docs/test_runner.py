@@ -1,4 +1,5 @@
-"""The documentation runner itself: stale outputs fail, the stated precision holds, update mode rewrites."""
+"""The documentation runner itself: stale outputs fail, the stated precision holds, update mode
+rewrites."""
 
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ def test_a_stale_output_fails(tmp_path: Path, shown: str, ok: bool) -> None:
         ("194.899", "194.89912", True),
         ("194.899", "194.8986", True),  # rounds to the shown digits
         ("194.899", "194.900", False),
+        ("0.0071163", "0.00711635005", True),  # on a rounding boundary, within float noise
+        ("0.0071163", "0.0071164", False),
         ("0.5", "0.46", True),
         ("0.5", "0.44", False),
         ("1.5e-05", "1.54e-05", True),
@@ -164,9 +167,17 @@ def test_json_comparison_and_layout() -> None:
 
 @pytest.mark.parametrize(
     ("x", "text"),
-    [(3297.9704, "3298.0"), (12345.67, "12345.7"), (57.427959, "57.428"), (0.0531167, "0.053117"),
-     (0.45999999999999996, "0.46"), (1.6489690e-05, "1.649e-05"), (0.0, "0.0"), (-0.003, "-0.003")],
-)  # fmt: skip
+    [
+        (3297.9704, "3298.0"),
+        (12345.67, "12345.7"),
+        (57.427959, "57.428"),
+        (0.0531167, "0.053117"),
+        (0.45999999999999996, "0.46"),
+        (1.6489690e-05, "1.649e-05"),
+        (0.0, "0.0"),
+        (-0.003, "-0.003"),
+    ],
+)
 def test_update_writes_floats_to_five_significant_digits(x: float, text: str) -> None:
     assert shown_float(x) == text
     assert number_matches(text, repr(x))

@@ -62,18 +62,36 @@ def clf_row(**overrides: Any) -> dict[str, Any]:
     """A classifier referral: 3 classes, 4 features, predicted class 1."""
     x = overrides.pop("x", [0.5, -1.0, 2.0, 0.25])
     row = {
-        "id": new_referral_id(), "request_id": "req-1", "row_index": 0, "model": "clf",
-        "model_version": "1", "task": "classification",
-        "created_at": datetime(2025, 1, 1, tzinfo=UTC), "status": "pending",
-        "input": x, "input_sha256": input_sha256(x), "input_shape": [4],
-        "feature_names": ["a", "b", "c", "d"], "output_names": ["y"],
+        "id": new_referral_id(),
+        "request_id": "req-1",
+        "row_index": 0,
+        "model": "clf",
+        "model_version": "1",
+        "task": "classification",
+        "created_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "status": "pending",
+        "input": x,
+        "input_sha256": input_sha256(x),
+        "input_shape": [4],
+        "feature_names": ["a", "b", "c", "d"],
+        "output_names": ["y"],
         "class_labels": ["cat", "dog", "eel"],
-        "prediction": {"probabilities": [0.3, 0.4, 0.3], "label": 1, "class_label": "dog",
-                       "predictive_entropy": 1.09, "mutual_information": 0.2,
-                       "variation_ratio": 0.5, "uncertainty": 1.09, "abstain": True},
-        "uncertainty": 1.09, "threshold": 0.5, "metric": "predictive_entropy",
-        "seed": 2**63 - 1, "samples": 50,
-    }  # fmt: skip
+        "prediction": {
+            "probabilities": [0.3, 0.4, 0.3],
+            "label": 1,
+            "class_label": "dog",
+            "predictive_entropy": 1.09,
+            "mutual_information": 0.2,
+            "variation_ratio": 0.5,
+            "uncertainty": 1.09,
+            "abstain": True,
+        },
+        "uncertainty": 1.09,
+        "threshold": 0.5,
+        "metric": "predictive_entropy",
+        "seed": 2**63 - 1,
+        "samples": 50,
+    }
     row.update(overrides)
     return row
 
@@ -82,16 +100,35 @@ def reg_row(**overrides: Any) -> dict[str, Any]:
     """A regression referral: one output, mean 10 ± 2."""
     x = overrides.pop("x", [1.0, 2.0, 3.0])
     row = {
-        "id": new_referral_id(), "request_id": "req-2", "row_index": 0, "model": "reg",
-        "model_version": "1", "task": "regression",
-        "created_at": datetime(2025, 1, 1, tzinfo=UTC), "status": "pending",
-        "input": x, "input_sha256": input_sha256(x), "input_shape": [3],
-        "feature_names": ["a", "b", "c"], "output_names": ["y"], "class_labels": None,
-        "prediction": {"mean": [10.0], "std": [2.0], "variance": [4.0],
-                       "epistemic_variance": [3.0], "aleatoric_variance": [1.0],
-                       "uncertainty": 2.0, "abstain": True},
-        "uncertainty": 2.0, "threshold": 1.0, "metric": "std", "seed": 7, "samples": 100,
-    }  # fmt: skip
+        "id": new_referral_id(),
+        "request_id": "req-2",
+        "row_index": 0,
+        "model": "reg",
+        "model_version": "1",
+        "task": "regression",
+        "created_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "status": "pending",
+        "input": x,
+        "input_sha256": input_sha256(x),
+        "input_shape": [3],
+        "feature_names": ["a", "b", "c"],
+        "output_names": ["y"],
+        "class_labels": None,
+        "prediction": {
+            "mean": [10.0],
+            "std": [2.0],
+            "variance": [4.0],
+            "epistemic_variance": [3.0],
+            "aleatoric_variance": [1.0],
+            "uncertainty": 2.0,
+            "abstain": True,
+        },
+        "uncertainty": 2.0,
+        "threshold": 1.0,
+        "metric": "std",
+        "seed": 7,
+        "samples": 100,
+    }
     row.update(overrides)
     return row
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.artifacts.data import read_npz
 from service.cli import main
-from service.data import read_npz
 from service.referrals.export import resolved_dataset
 from service.referrals.store import ReferralStore
+from service.serving.results import ClassificationResult
 from tests.referrals.conftest import clf_row, minutes, reg_row
 
 
@@ -104,8 +105,8 @@ def test_calibrate_from_referrals_uses_and_reports_the_resolved_items(
     as held-out rows (with or without a --data file) and prints the model's accuracy on them."""
     import shutil
 
-    from service.artifact import read_manifest
-    from service.model import load_model
+    from service.artifacts.manifest import read_manifest
+    from service.serving.model import load_model
 
     folder = Path(shutil.copytree(tiny_classifier_dir, tmp_path / "clf"))
     url = f"sqlite:///{tmp_path / 'referrals.db'}"
@@ -119,12 +120,23 @@ def test_calibrate_from_referrals_uses_and_reports_the_resolved_items(
         store.resolve(r["id"], "ann", label=label)
     store.close()
 
-    argv = ["calibrate", str(folder), "--from-referrals", "--database-url", url,
-            "--max-referral-rate", "0.5", "--delta", "0.2", "--samples", "10"]  # fmt: skip
+    argv = [
+        "calibrate",
+        str(folder),
+        "--from-referrals",
+        "--database-url",
+        url,
+        "--max-referral-rate",
+        "0.5",
+        "--delta",
+        "0.2",
+        "--samples",
+        "10",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     p = load_model(folder).predict(x, samples=10, seed=0)
-    assert p.label is not None
+    assert isinstance(p, ClassificationResult)
     acc = float(np.mean(p.label == truth))
     assert f"resolved referrals: 60 rows; model accuracy on them {acc:.3f}" in out
     cal = read_manifest(folder).calibration

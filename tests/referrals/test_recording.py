@@ -52,8 +52,11 @@ async def test_abstained_rows_get_ids_and_full_records(model_dir: Path, tmp_path
         assert all(ids) and len(set(ids)) == 2
         got = (await c.get(f"/v1/referrals/{ids[1]}")).json()
         assert (got["status"], got["model"], got["model_version"], got["request_id"]) == (
-            "pending", "tiny_clf", "1", "r-1",
-        )  # fmt: skip
+            "pending",
+            "tiny_clf",
+            "1",
+            "r-1",
+        )
         assert (got["row_index"], got["seed"], got["samples"], got["threshold"]) == (
             1,
             11,

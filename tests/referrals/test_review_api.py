@@ -66,9 +66,13 @@ async def test_claim_then_resolve_then_conflict(api: tuple[FastAPI, httpx.AsyncC
     )
     assert r.status_code == 200
     assert r.json()["resolution"] | {"resolved_at": None} == {
-        "reviewer": "ann", "label": 2, "class_label": "eel", "value": None, "note": "fins",
+        "reviewer": "ann",
+        "label": 2,
+        "class_label": "eel",
+        "value": None,
+        "note": "fins",
         "resolved_at": None,
-    }  # fmt: skip
+    }
     again = await c.post(f"/v1/referrals/{rid}/resolve", json={"reviewer": "ann", "label": 1})
     assert again.status_code == 409 and "already resolved" in again.json()["error"]
     listed = (await c.get("/v1/referrals", params={"status": "resolved"})).json()

@@ -17,9 +17,15 @@ from tests.servers import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.skipif(
@@ -35,9 +41,9 @@ def model_dir(
 ) -> Path:
     """tiny_clf (tabular, 4 features), tiny_reg (regression), a convnet on 1×4×4 8-bit images
     (0 drawn black, the default) and a copy of it whose manifest says 0 is drawn white."""
-    from service.artifact import read_manifest, write_manifest
-    from service.data import Dataset
-    from service.training import TrainConfig, train
+    from service.artifacts.data import Dataset
+    from service.artifacts.manifest import read_manifest, write_manifest
+    from service.training.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("review_models")
     shutil.copytree(tiny_classifier_dir, root / "tiny_clf")
@@ -46,9 +52,15 @@ def model_dir(
     x = rng.integers(0, 256, size=(40, 1, 4, 4)).astype(np.float64)
     y = (x.mean(axis=(1, 2, 3)) > 127.5).astype(np.float64)
     cfg = TrainConfig(
-        task="classification", name="tiny_img", arch="convnet", conv_channels=[2], hidden=8,
-        layers=1, epochs=1, input_scale=1 / 255,
-    )  # fmt: skip
+        task="classification",
+        name="tiny_img",
+        arch="convnet",
+        conv_channels=[2],
+        hidden=8,
+        layers=1,
+        epochs=1,
+        input_scale=1 / 255,
+    )
     train(Dataset(x, y), cfg, root / "tiny_img", progress=False)
     paper = Path(shutil.copytree(root / "tiny_img", root / "tiny_paper"))
     manifest = read_manifest(paper)
@@ -75,8 +87,11 @@ def _rounded(mean: float, std: float) -> str:
 
 
 def _refer(base: str, model: str, row: Any) -> str:
-    r = httpx.post(f"{base}/v1/models/{model}/predict",
-                   json={"inputs": [row], "threshold": -1, "samples": 10}, timeout=30)  # fmt: skip
+    r = httpx.post(
+        f"{base}/v1/models/{model}/predict",
+        json={"inputs": [row], "threshold": -1, "samples": 10},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     rid: str = r.json()["predictions"][0]["referral_id"]
     return rid
@@ -105,8 +120,14 @@ def test_review_page_lists_and_resolves(model_dir: Path, tmp_path: Path) -> None
                 page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: problems.append(str(e)))
                 sent_keys: list[str | None] = []
-                page.on("request", lambda r: sent_keys.append(r.headers.get("x-api-key"))
-                        if "/v1/referrals" in r.url else None)  # fmt: skip
+                page.on(
+                    "request",
+                    lambda r: (
+                        sent_keys.append(r.headers.get("x-api-key"))
+                        if "/v1/referrals" in r.url
+                        else None
+                    ),
+                )
 
                 page.goto(f"{base}/review")
                 page.fill("#api-key", "k-123")

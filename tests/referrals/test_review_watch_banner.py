@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.artifact import read_manifest, write_manifest
-from service.reference import save_reference
+from service.artifacts.manifest import read_manifest, write_manifest
+from service.artifacts.reference import save_reference
 from tests.referrals.test_review_page import CHROMIUM, CHROMIUM_ARGS
 from tests.servers import serving
 
@@ -33,8 +33,15 @@ def test_review_page_shows_a_banner_for_a_shifted_model(
         m = read_manifest(root / name)
         # drifting: reference scores below any live entropy; steady: above all of them.
         scores = np.linspace(0, 1e-9, 100) if name == "drifting" else np.linspace(50, 60, 100)
-        m.reference = save_reference(root / name, scores, m.uncertainty_metric, float(scores[89]),
-                                     m.default_samples, 0.1, "2026-01-01T00:00:00+00:00")  # fmt: skip
+        m.reference = save_reference(
+            root / name,
+            scores,
+            m.uncertainty_metric,
+            float(scores[89]),
+            m.default_samples,
+            0.1,
+            "2026-01-01T00:00:00+00:00",
+        )
         write_manifest(root / name, m)
     with serving(root, tmp_path) as base, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -48,8 +55,11 @@ def test_review_page_shows_a_banner_for_a_shifted_model(
 
             for name in ("drifting", "steady"):
                 for _ in range(20):
-                    r = httpx.post(f"{base}/v1/models/{name}/predict", timeout=30,
-                                   json={"inputs": [[0.1, 0.2, -0.3, 1.5]], "refer": False})  # fmt: skip
+                    r = httpx.post(
+                        f"{base}/v1/models/{name}/predict",
+                        timeout=30,
+                        json={"inputs": [[0.1, 0.2, -0.3, 1.5]], "refer": False},
+                    )
                     assert r.status_code == 200, r.text
             page.fill("#reviewer", "ann")  # the form needs a reviewer to submit
             page.click("#load")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from service.serving.adaptive import predict_adaptive
 from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
+from service.serving.results import AdaptiveStats, Prediction
 from service.serving.runner import DirectRunner
 from tests.helpers import linear_classifier_dir, linear_model_dir
 
@@ -19,6 +20,15 @@ W = np.array([1.0, -1.0, 0.5, 2.0])
 KEEP = 0.5  # input dropout 0.5: each term w_i m_i x_i / keep is a fair coin flip
 CLF_W = np.array([2.0, -1.0, 0.0])
 CLF_B = np.array([0.3, 0.0, -0.2])
+
+
+async def _auto(
+    predictor: Predictor, name: str, rows: list[list[float]], **options: Any
+) -> tuple[Prediction, AdaptiveStats]:
+    """samples "auto" through the one data plane: the result and its per-row extras."""
+    out = await predictor.infer(name, rows, PredictParams(samples="auto", **options))
+    assert out.result.adaptive is not None
+    return out.result, out.result.adaptive
 
 
 @pytest.fixture
@@ -49,13 +59,19 @@ async def test_wrong_early_decisions_stay_under_one_minus_confidence(predictor: 
     x *= np.sqrt((target**2 - 0.25) / (_true_std(x) ** 2 - 0.25))[:, None]
     truth = _true_std(x) > 1.0
     model = predictor.model("lin")
-    out = await predict_adaptive(
-        predictor, model, x.tolist(), seed=1, threshold=1.0, metric="std",
-        max_samples=256, confidence=0.99,
-    )  # fmt: skip
+    pred, out = await _auto(
+        predictor,
+        model.folder.name,
+        x.tolist(),
+        seed=1,
+        threshold=1.0,
+        metric="std",
+        max_samples=256,
+        confidence=0.99,
+    )
     early = out.decision_settled
-    wrong = early & (out.prediction.abstain != truth)
-    # Binomial bound as in tests/test_adaptive.py: rate ≤ 0.01 + 3·sqrt(0.01·0.99/n).
+    wrong = early & (pred.abstain != truth)
+    # Binomial bound as in tests/maths/test_sequential.py: rate ≤ 0.01 + 3·sqrt(0.01·0.99/n).
     assert wrong.mean() <= 0.01 + 3 * math.sqrt(0.01 * 0.99 / n)
     assert early.mean() > 0.5 and out.samples_used[early].max() < 256
     assert (out.samples_used[~early] == 256).all()
@@ -94,12 +110,18 @@ async def _wrong_early_clf(
     truth = _true_clf(x, metric)
     thr = float(np.median(truth))  # many rows near the threshold
     model = predictor.model("clf")
-    out = await predict_adaptive(
-        predictor, model, x[:, None].tolist(), seed=4, threshold=thr, metric=metric,
-        max_samples=256, confidence=confidence,
-    )  # fmt: skip
+    pred, out = await _auto(
+        predictor,
+        model.folder.name,
+        x[:, None].tolist(),
+        seed=4,
+        threshold=thr,
+        metric=metric,
+        max_samples=256,
+        confidence=confidence,
+    )
     early = out.decision_settled
-    wrong = early & (out.prediction.abstain != (truth > thr))
+    wrong = early & (pred.abstain != (truth > thr))
     return float(wrong.mean()), float(early.mean()), n
 
 
@@ -121,7 +143,7 @@ async def _wrong_early_clf(
 async def test_classifier_wrong_early_decisions_through_the_engine(
     predictor: Predictor, metric: str
 ) -> None:
-    # The same bound as above and in tests/test_adaptive.py, now with the engine's own masks
+    # The same bound as above and in tests/maths/test_sequential.py, now with the engine's own masks
     # (a repeated mask would narrow the intervals and show up here as extra wrong decisions).
     rate, early, n = await _wrong_early_clf(predictor, metric, 0.99)
     assert rate <= 0.01 + 3 * math.sqrt(0.01 * 0.99 / n), (rate, early)
@@ -138,13 +160,19 @@ async def test_a_row_exactly_at_the_threshold_runs_to_the_cap(predictor: Predict
     # its interval is the point 0.5, which is on neither side of a threshold of 0.5.
     model = predictor.model("lin")
     rows = [[0.0] * 4, [5.0, 5.0, 5.0, 5.0]]
-    out = await predict_adaptive(
-        predictor, model, rows, seed=2, threshold=0.5, metric="std", max_samples=100,
+    pred, out = await _auto(
+        predictor,
+        model.folder.name,
+        rows,
+        seed=2,
+        threshold=0.5,
+        metric="std",
+        max_samples=100,
         confidence=0.99,
-    )  # fmt: skip
+    )
     assert out.samples_used.tolist() == [100, 16]
     assert out.decision_settled.tolist() == [False, True]
-    assert out.prediction.abstain.tolist() == [False, True]
+    assert pred.abstain.tolist() == [False, True]
     assert out.uncertainty_se[0] == 0.0
     await predictor.runner.stop()
 
@@ -155,14 +183,22 @@ async def test_rounds_continue_the_seed_streams(predictor: Predictor) -> None:
     # fixed run of T with the same seed, so the same mean and uncertainty.
     model = predictor.model("lin")
     row = [[0.4, -0.2, 0.9, 0.1]]
-    out = await predict_adaptive(
-        predictor, model, row, seed=9, threshold=None, metric=None, max_samples=64,
+    pred, out = await _auto(
+        predictor,
+        model.folder.name,
+        row,
+        seed=9,
+        threshold=None,
+        metric=None,
+        max_samples=64,
         confidence=0.999999999,
-    )  # fmt: skip
+    )
     assert out.samples_used.tolist() == [64]
-    fixed = await predictor.predict(model, row, PredictParams(samples=64, seed=9))
+    fixed = (
+        await predictor.infer(model.folder.name, row, PredictParams(samples=64, seed=9))
+    ).result
     # Float tolerance, not exact: on a GPU the products of different chunk shapes may round
     # differently.
-    np.testing.assert_allclose(out.prediction.mean, fixed.mean, rtol=1e-5)
-    np.testing.assert_allclose(out.prediction.uncertainty, fixed.uncertainty, rtol=1e-5)
+    np.testing.assert_allclose(pred.mean, fixed.mean, rtol=1e-5)
+    np.testing.assert_allclose(pred.uncertainty, fixed.uncertainty, rtol=1e-5)
     await predictor.runner.stop()

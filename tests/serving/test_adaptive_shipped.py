@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,13 +13,23 @@ from sklearn.datasets import load_diabetes, load_digits
 
 from service.engines.base import SampleJob
 from service.engines.onnx_export import export_onnx
-from service.serving.adaptive import predict_adaptive
-from service.serving.predictor import Limits, Predictor
+from service.engines.runtime import EngineName, EngineRuntime
+from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
+from service.serving.results import AdaptiveStats, Prediction
 from service.serving.runner import DirectRunner
 from tests.conftest import MODELS
 
 SEED = 3
+
+
+async def _auto(
+    predictor: Predictor, name: str, rows: list[list[float]], **options: Any
+) -> tuple[Prediction, AdaptiveStats]:
+    """samples "auto" through the one data plane: the result and its per-row extras."""
+    out = await predictor.infer(name, rows, PredictParams(samples="auto", **options))
+    assert out.result.adaptive is not None
+    return out.result, out.result.adaptive
 
 
 def _rows(name: str) -> list[list[float]]:
@@ -33,12 +44,12 @@ def _rows(name: str) -> list[list[float]]:
     ("name", "engine"), [("diabetes", "torch"), ("digits", "torch"), ("digits", "onnx")]
 )
 async def test_adaptive_rows_report_the_fixed_runs_first_samples(
-    name: str, engine: str, tmp_path: Path
+    name: str, engine: EngineName, tmp_path: Path
 ) -> None:
     shutil.copytree(MODELS / name, tmp_path / name, ignore=shutil.ignore_patterns("model.onnx"))
     if engine == "onnx":
         export_onnx(tmp_path / name, samples=200)
-    registry = ModelRegistry(tmp_path, device="cpu", engine=engine)
+    registry = ModelRegistry(tmp_path, runtime=EngineRuntime(engine, "cpu"))
     registry.load_all()
     predictor = Predictor(registry, DirectRunner(), Limits(max_sample_rows=10_000_000))
     await predictor.runner.start()
@@ -47,17 +58,21 @@ async def test_adaptive_rows_report_the_fixed_runs_first_samples(
     fixed = model.engine.sample_many([SampleJob(model.prepare(rows), 64, SEED)])[0]
     # A threshold amid the rows' uncertainties, so that rows stop at different rounds.
     thr = float(np.median(model.summarize(fixed, SEED).uncertainty))
-    out = await predict_adaptive(
-        predictor, model, rows, seed=SEED, threshold=thr, metric=None, max_samples=64,
+    pred, out = await _auto(
+        predictor,
+        model.folder.name,
+        rows,
+        seed=SEED,
+        threshold=thr,
+        metric=None,
+        max_samples=64,
         confidence=0.99,
-    )  # fmt: skip
+    )
     await predictor.runner.stop()
     used = out.samples_used
     assert len(np.unique(used)) > 1, used  # else the comparison below would prove little
     for t in np.unique(used):
         idx = np.flatnonzero(used == t)
         ref = model.summarize(fixed[:t, idx], SEED, thr)
-        np.testing.assert_allclose(out.prediction.mean[idx], ref.mean, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(
-            out.prediction.uncertainty[idx], ref.uncertainty, rtol=1e-4, atol=1e-6
-        )
+        np.testing.assert_allclose(pred.mean[idx], ref.mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(pred.uncertainty[idx], ref.uncertainty, rtol=1e-4, atol=1e-6)

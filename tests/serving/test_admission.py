@@ -16,8 +16,14 @@ from service.serving.admission import AdmissionController
 pytestmark = pytest.mark.anyio
 
 
-async def _hold(ac: AdmissionController, cost: int, entered: asyncio.Event, go: asyncio.Event,
-                order: list[int] | None = None, tag: int = 0) -> None:  # fmt: skip
+async def _hold(
+    ac: AdmissionController,
+    cost: int,
+    entered: asyncio.Event,
+    go: asyncio.Event,
+    order: list[int] | None = None,
+    tag: int = 0,
+) -> None:
     async with ac.admitted(cost, 60):
         if order is not None:
             order.append(tag)

@@ -8,22 +8,30 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInput
-from service.model import Prediction
 from service.serving.finite import OVERFLOW_REASON, abstain_non_finite
 from service.serving.predictor import Limits, Predictor, PredictParams
 from service.serving.registry import ModelRegistry
+from service.serving.results import RegressionResult
 from service.serving.runner import DirectRunner
 
 pytestmark = pytest.mark.anyio
 
 
-def _prediction(mean: list[float]) -> Prediction:
+def _prediction(mean: list[float]) -> RegressionResult:
     m = np.asarray(mean, np.float64)[:, None]
-    return Prediction(
-        task="regression", samples=2, seed=0, metric="std", threshold=1.0, mean=m,
-        variance=np.ones_like(m), uncertainty=np.ones(len(mean)),
+    return RegressionResult(
+        samples=2,
+        seed=0,
+        metric="std",
+        threshold=1.0,
+        mean=m,
+        variance=np.ones_like(m),
+        uncertainty=np.ones(len(mean)),
         abstain=np.zeros(len(mean), bool),
-    )  # fmt: skip
+        std=np.ones_like(m),
+        epistemic_variance=np.ones_like(m),
+        aleatoric_variance=np.ones_like(m),
+    )
 
 
 def test_non_finite_rows_abstain_with_a_reason_and_finite_placeholders() -> None:
@@ -50,12 +58,11 @@ async def test_samples_times_rows_cap(tmp_path: Path, tiny_regression_dir: Path)
     registry.load_all()
     runner = DirectRunner()
     predictor = Predictor(registry, runner, Limits(max_sample_rows=100))
-    model = registry.get("m")
     await runner.start()
     try:
         with pytest.raises(InvalidInput, match="over the limit of 100"):
-            await predictor.predict(model, [[0.0, 0.0, 0.0]] * 3, PredictParams(samples=34))
-        ok = await predictor.predict(model, [[0.0, 0.0, 0.0]] * 3, PredictParams(samples=33))
-        assert ok.mean.shape == (3, 1)
+            await predictor.infer("m", [[0.0, 0.0, 0.0]] * 3, PredictParams(samples=34))
+        ok = await predictor.infer("m", [[0.0, 0.0, 0.0]] * 3, PredictParams(samples=33))
+        assert ok.result.mean.shape == (3, 1)
     finally:
         await runner.stop()

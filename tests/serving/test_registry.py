@@ -7,18 +7,26 @@ from pathlib import Path
 
 import pytest
 
+from service.artifacts.names import valid_model_name
+from service.engines.runtime import EngineRuntime
 from service.errors import ModelNotFound, ModelNotReady
-from service.serving.names import valid_model_name
 from service.serving.registry import ModelRegistry
 
 
 @pytest.mark.parametrize(
     ("name", "ok"),
     [
-        ("diabetes", True), ("model-v1.2_b", True), ("..", False), ("a..b", False),
-        ("a/b", False), ("", False), ("x" * 129, False), ("naïve", False), ("a b", False),
+        ("diabetes", True),
+        ("model-v1.2_b", True),
+        ("..", False),
+        ("a..b", False),
+        ("a/b", False),
+        ("", False),
+        ("x" * 129, False),
+        ("naïve", False),
+        ("a b", False),
     ],
-)  # fmt: skip
+)
 def test_valid_model_name(name: str, ok: bool) -> None:
     assert valid_model_name(name) is ok
 
@@ -73,11 +81,11 @@ def test_a_gpu_precision_on_the_cpu_leaves_the_model_not_ready_with_the_reason(
     tmp_path: Path, tiny_regression_dir: Path
 ) -> None:
     shutil.copytree(tiny_regression_dir, tmp_path / "reg")
-    reg = ModelRegistry(tmp_path, device="cpu", precision="bf16")
+    reg = ModelRegistry(tmp_path, runtime=EngineRuntime(device="cpu", precision="bf16"))
     reg.load_all()
     entry = reg.entries["reg"]
     assert not entry.ready
     assert "bf16" in str(entry.reason) and "CUDA" in str(entry.reason)
-    ok = ModelRegistry(tmp_path, device="cpu", precision="float32")
+    ok = ModelRegistry(tmp_path, runtime=EngineRuntime(device="cpu"))
     ok.load_all()
     assert ok.entries["reg"].ready

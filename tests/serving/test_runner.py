@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.engines.base import SampleJob
-from service.model import load_model
+from service.serving.model import load_model
 from service.serving.runner import DirectRunner
 
 pytestmark = pytest.mark.anyio

@@ -54,5 +54,6 @@ async def reset_watch(name: str, request: Request) -> CalibrationWatchPublic:
 def _need_keys(request: Request, what: str, otherwise: str) -> None:
     # With no keys configured there is no one to trust over HTTP with an admin action.
     if not request.app.state.api_keys_configured:
-        raise Forbidden(f"{what} over HTTP needs MCDROP_API_KEYS (or MCDROP_API_KEYS_FILE)"
-                        f"{otherwise}")  # fmt: skip
+        raise Forbidden(
+            f"{what} over HTTP needs MCDROP_API_KEYS (or MCDROP_API_KEYS_FILE){otherwise}"
+        )

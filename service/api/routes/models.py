@@ -8,7 +8,7 @@ from service.api.deps import PredictorDep
 from service.api.errors import ERROR_RESPONSES
 from service.api.schemas import ModelList, ModelPublic
 from service.api.watch_schemas import watch_public
-from service.model import metrics_for
+from service.serving.model import metrics_for
 from service.serving.predictor import Predictor
 from service.serving.registry import ModelEntry
 

@@ -56,8 +56,11 @@ async def _run(request: Request, call: Callable[[ReferralStore], T]) -> T:
     try:
         return await asyncio.to_thread(call, store)
     except SQLAlchemyError as e:
-        log.warning("request %s: referral store error: %s",
-                    getattr(request.state, "request_id", ""), type(e).__name__)  # fmt: skip
+        log.warning(
+            "request %s: referral store error: %s",
+            getattr(request.state, "request_id", ""),
+            type(e).__name__,
+        )
         raise ReferralStoreUnavailable("the referral store failed; retry later") from None
 
 

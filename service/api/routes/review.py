@@ -34,8 +34,9 @@ _FILES = {
 @router.get("/review")
 async def review_page() -> FileResponse:
     """The review page."""
-    return FileResponse(STATIC / "review.html", media_type="text/html; charset=utf-8",
-                        headers=_HEADERS)  # fmt: skip
+    return FileResponse(
+        STATIC / "review.html", media_type="text/html; charset=utf-8", headers=_HEADERS
+    )
 
 
 @router.get("/review/review.js")

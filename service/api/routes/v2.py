@@ -1,8 +1,8 @@
 """The Open Inference Protocol (V2) REST endpoints, as spoken by KServe, Triton and MLServer.
 
-These routes translate V2 requests into the same predict flow as /predict. Errors follow the
-protocol: `{"error": "..."}` with 400 for a bad request (where /predict says 422), 404 for an
-unknown model or version; not-ready and overload keep their 503.
+These routes translate V2 requests to and from `Predictor.infer`, as /predict does for REST.
+Errors follow the protocol: `{"error": "..."}` with 400 for a bad request (where /predict says
+422), 404 for an unknown model or version; not-ready and overload keep their 503.
 """
 
 from __future__ import annotations
@@ -12,25 +12,23 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from service.api.deps import MetricsDep, PredictorDep
-from service.api.v2_binary import HEADER, ProtocolError, decode_inputs, encode_response, split_body
-from service.api.v2_schemas import (
-    ADAPTIVE_OUTPUTS,
-    REQUEST_PARAMETERS,
-    V2_ERROR_RESPONSES,
-    InferRequest,
-    ParamValue,
-    output_specs,
+from service.api.deps import PredictorDep
+from service.api.v2_binary import HEADER, ProtocolError, encode_response, split_body
+from service.api.v2_schemas import V2_ERROR_RESPONSES, InferRequest, output_specs
+from service.api.v2_translate import (
+    check_parameters,
+    decode_input,
+    output_tensors,
+    predict_params,
+    response_head,
+    wanted_outputs,
 )
 from service.errors import MCDropError, ModelNotFound, ModelNotReady
-from service.model import MAX_SEED, MCDropoutModel, Prediction
-from service.serving.adaptive import AdaptivePrediction, predict_adaptive
-from service.serving.predictor import Predictor, PredictParams
+from service.serving.predictor import Predictor
 from service.serving.registry import ModelEntry
 
 router = APIRouter(prefix="/v2", tags=["v2"], responses=V2_ERROR_RESPONSES)
@@ -55,6 +53,48 @@ def v2_errors(handler: Handler) -> Handler:
             return _error(400 if e.status_code == 422 else e.status_code, e.message)
 
     return wrapped
+
+
+# Path parameters documented by hand: the infer routes read them from request.path_params, so
+# FastAPI validates no parameters per request (and `version` is not also a query parameter).
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+# Declared first: a request is matched against the routes in order, and infer is the hot one.
+@router.post("/models/{name}/infer", openapi_extra={"parameters": [_NAME]})
+@router.post(
+    "/models/{name}/versions/{version}/infer", openapi_extra={"parameters": [_NAME, _VERSION]}
+)
+@v2_errors
+async def infer(request: Request) -> Response:
+    """Run the model on the one input tensor `input` ([N, ...input_shape] or [N, features])."""
+    # The hot path takes the predictor from app.state, as /predict does: FastAPI would solve a
+    # dependency per request.
+    path = request.path_params
+    name: str = path["name"]
+    version: str | None = path.get("version")
+    predictor: Predictor = request.app.state.predictor
+    _entry(predictor, name, version)
+    request.state.model = name
+    predictor.model(name)  # not ready: 503 before the body is read
+    head_bytes, binary = split_body(await request.body(), request.headers.get(HEADER))
+    req = _parse(head_bytes)
+    if req.model_name not in (None, name) or req.model_version not in (None, version):
+        raise ProtocolError("model_name/model_version: the body names another model than the path")
+    raw_params = check_parameters(req)
+    x = decode_input(req, binary)
+    params = predict_params(raw_params, str(request.state.request_id))
+    out = await predictor.infer(name, x, params)
+    tensors = output_tensors(out)
+    wanted = wanted_outputs(req, raw_params, tensors)
+    body, json_length = encode_response(
+        response_head(req, out),
+        [(n, tensors[n][0], tensors[n][1], binary_out) for n, binary_out in wanted],
+    )
+    if json_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream", headers={HEADER: str(json_length)})
 
 
 @router.get("")
@@ -156,84 +196,6 @@ async def repository_index(request: Request, predictor: PredictorDep) -> Respons
     return JSONResponse(index)
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
-@v2_errors
-async def infer(
-    name: str,
-    request: Request,
-    predictor: PredictorDep,
-    metrics: MetricsDep,
-    version: str | None = None,
-) -> Response:
-    """Run the model on the one input tensor `input` ([N, ...input_shape] or [N, features])."""
-    entry = _entry(predictor, name, version)
-    request.state.model = name
-    model = predictor.model(name)
-    head_bytes, binary = split_body(await request.body(), request.headers.get(HEADER))
-    req = _parse(head_bytes)
-    if req.model_name not in (None, name) or req.model_version not in (None, version):
-        raise ProtocolError("model_name/model_version: the body names another model than the path")
-    params = dict(req.parameters or {})
-    unknown = sorted(set(params) - set(REQUEST_PARAMETERS))
-    if unknown:
-        raise ProtocolError(
-            f"parameters: unknown {unknown[:5]}; mcdrop understands {list(REQUEST_PARAMETERS)}"
-        )
-    if len(req.inputs) != 1 or req.inputs[0].name != "input":
-        raise ProtocolError("inputs: expected exactly one input, named 'input'")
-    x = decode_inputs(req.inputs, binary)[0]
-    if x.ndim < 2:
-        raise ProtocolError("inputs.0.shape: expected [N, ...] with N rows")
-    rows = x.tolist()  # the predictor counts rows and applies the same limits as /predict
-    samples = params.get("samples")
-    adaptive: AdaptivePrediction | None = None
-    refer = params.get("refer", True)
-    if not isinstance(refer, bool):
-        raise ProtocolError("parameters.refer: expected a boolean")
-    request_id = str(request.state.request_id)
-    if samples == "auto":
-        adaptive = await predict_adaptive(
-            predictor, model, rows,
-            seed=_int(params, "seed"), threshold=_float(params, "threshold"),
-            metric=_str(params, "uncertainty_metric"), max_samples=_int(params, "max_samples"),
-            confidence=_float(params, "confidence"), refer=refer, request_id=request_id,
-        )  # fmt: skip
-        pred = adaptive.prediction
-        metrics.observe_prediction(name, pred, int(adaptive.samples_used.sum()))
-    else:
-        for key in ("max_samples", "confidence"):
-            if key in params:
-                raise ProtocolError(f'parameters.{key}: applies only with samples "auto"')
-        p = PredictParams(
-            samples=_int(params, "samples"), seed=_int(params, "seed"),
-            threshold=_float(params, "threshold"), metric=_str(params, "uncertainty_metric"),
-            refer=refer, request_id=request_id,
-        )  # fmt: skip
-        pred = await predictor.predict(model, rows, p)
-        metrics.observe_prediction(name, pred)
-    tensors = _outputs(model, pred, adaptive)
-    wanted = _wanted(req, params, tensors, adaptive is not None)
-    head: dict[str, Any] = {"model_name": name, "model_version": entry.manifest.version}  # type: ignore[union-attr]
-    if req.id is not None:
-        head["id"] = req.id
-    head["parameters"] = {
-        "samples": pred.samples, "seed": pred.seed, "threshold": pred.threshold,
-        "uncertainty_metric": pred.metric,
-    }  # fmt: skip
-    if adaptive is not None:
-        head["parameters"].update(max_samples=adaptive.max_samples, confidence=adaptive.confidence)
-    if pred.referral_ids and any(pred.referral_ids):
-        # Referred rows' ids in the queue, row-aligned (null where the row was not referred).
-        head["parameters"]["referral_ids"] = pred.referral_ids
-    body, json_length = encode_response(
-        head, [(n, tensors[n][0], tensors[n][1], binary_out) for n, binary_out in wanted]
-    )
-    if json_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream", headers={HEADER: str(json_length)})
-
-
 def _parse(head: bytes) -> InferRequest:
     try:
         return InferRequest.model_validate_json(head)
@@ -241,72 +203,3 @@ def _parse(head: bytes) -> InferRequest:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "body"
         raise ProtocolError(f"{where}: {err['msg']}") from None
-
-
-def _outputs(
-    model: MCDropoutModel, pred: Prediction, adaptive: AdaptivePrediction | None
-) -> dict[str, tuple[str, np.ndarray[Any, Any]]]:
-    """Every output this prediction has, by name: (datatype, array)."""
-    specs = output_specs(model.task, model.manifest.architecture.output_dim)
-    out = {}
-    for name, datatype, _ in specs:
-        source = adaptive if name in ADAPTIVE_OUTPUTS else pred
-        value = getattr(source, name, None) if source is not None else None
-        if value is not None:
-            out[name] = (datatype, value)
-    return out
-
-
-def _wanted(
-    req: InferRequest,
-    params: dict[str, ParamValue],
-    tensors: dict[str, tuple[str, np.ndarray[Any, Any]]],
-    adaptive: bool,
-) -> list[tuple[str, bool]]:
-    """(name, as_binary) of the outputs to send: those asked for, or all of them."""
-    default_binary = params.get("binary_data_output") is True
-    if req.outputs is None:
-        return [(n, default_binary) for n in tensors]
-    wanted = []
-    for i, o in enumerate(req.outputs):
-        if o.name not in tensors:
-            extra = ' (only with parameters.samples "auto")' if o.name in ADAPTIVE_OUTPUTS else ""
-            raise ProtocolError(
-                f"outputs.{i}.name: '{o.name[:64]}' is not an output of this model{extra}; "
-                f"expected one of {list(tensors)}"
-            )
-        p = o.parameters or {}
-        if set(p) - {"binary_data"}:
-            raise ProtocolError(f"outputs.{i}.parameters: only 'binary_data' is understood")
-        wanted.append((o.name, p.get("binary_data", default_binary) is True))
-    return wanted
-
-
-def _int(params: dict[str, ParamValue], key: str) -> int | None:
-    v = params.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, int) or isinstance(v, bool):
-        also = ' or "auto"' if key == "samples" else ""
-        raise ProtocolError(f"parameters.{key}: expected an integer{also}")
-    if key == "seed" and not 0 <= v <= MAX_SEED:
-        raise ProtocolError(f"parameters.seed: expected an integer in [0, {MAX_SEED}]")
-    return v
-
-
-def _float(params: dict[str, ParamValue], key: str) -> float | None:
-    v = params.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
-        raise ProtocolError(f"parameters.{key}: expected a finite number")
-    if key == "confidence" and not 0.5 < v < 1.0:
-        raise ProtocolError("parameters.confidence: expected a number in (0.5, 1)")
-    return float(v)
-
-
-def _str(params: dict[str, ParamValue], key: str) -> str | None:
-    v = params.get(key)
-    if v is not None and not isinstance(v, str):
-        raise ProtocolError(f"parameters.{key}: expected a string")
-    return v

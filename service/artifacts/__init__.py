@@ -1,0 +1,1 @@
+"""Model folders and datasets on disk: manifests, reference scores, names, data files."""

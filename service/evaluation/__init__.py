@@ -1,0 +1,1 @@
+"""Offline evaluation of a served model: held-out scoring, reports, figures."""

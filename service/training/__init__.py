@@ -1,0 +1,1 @@
+"""Offline model making: training, stacked training, tuning, the UCI protocol, packaging."""
