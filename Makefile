@@ -36,7 +36,7 @@ format: install
 	$(BIN)/ruff format service tests bench scripts examples
 
 # Reproduce the shipped models (deterministic on the CPU for a given seed). `models-small`
-# takes seconds; `models-fashion` trains the convnet (10 min on 2 shared, busy cores), with the
+# takes seconds; `models-fashion` trains the convnet (minutes; timing in docs/models.md), with the
 # recipe scripts/fashion_select.py chose on validation rows (bench/results/fashion-mnist/selection.json).
 # FASHION_SRC: the folder of the Fashion-MNIST idx files; empty: look where Debian's
 # dataset-fashion-mnist package puts them (see docs/data.md).
