@@ -24,6 +24,7 @@ CANDIDATES = [  # (dropout rate after every layer, prior length-scale)
     (0.25, 0.01),
     (0.1, 0.01),
     (0.1, 3.0),
+    (0.25, 3.0),
 ]
 
 
