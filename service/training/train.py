@@ -31,13 +31,10 @@ from service.artifacts.manifest import (
     save_weights,
     write_manifest,
 )
-from service.engines.base import SampleJob
 from service.engines.nets import build_net, weight_layers
-from service.engines.runtime import EngineRuntime
-from service.engines.torch_engine import TorchEngine
 from service.maths import uncertainty
 from service.training.rows import Rows, prepare_rows
-from service.training.validation_figures import ValidationFigures, validation_figures
+from service.training.validation_figures import ValidationFigures, epoch_point, validation_figures
 
 
 @dataclass
@@ -108,7 +105,7 @@ def train(
         x_va, y_va = rows.x[va], rows.labels[va]
 
         def check(n: nn.Sequential) -> dict[str, float]:
-            return _validation_point(n, input_shape, x_va, y_va, cfg.val_samples, cfg.seed)
+            return epoch_point(n, input_shape, x_va, y_va, cfg.val_samples, cfg.seed)
 
     xt, yt = torch.from_numpy(rows.x[tr]), torch.from_numpy(targets[tr])
     history, best_epoch = _fit(net, cfg, xt, yt, lam, progress, check)
@@ -273,29 +270,6 @@ def save_artifact(out: Path, manifest: Manifest, net: nn.Sequential) -> Manifest
     manifest.weights = WeightsRef(sha256=save_weights(out, tensors))
     write_manifest(out, manifest)
     return manifest
-
-
-def _validation_point(
-    net: nn.Sequential,
-    input_shape: list[int],
-    x: NDArray[np.float32],
-    labels: NDArray[np.int64],
-    samples: int,
-    seed: int,
-) -> dict[str, float]:
-    """Validation NLL and accuracy after an epoch: MC dropout (`samples` masks) and standard."""
-    net.eval()
-    engine = TorchEngine(net, input_shape, EngineRuntime(device="cpu"))
-    raw = engine.sample_many([SampleJob(x, samples, seed)])[0]
-    mc = uncertainty.softmax(raw, axis=2).mean(axis=0)
-    with torch.no_grad():
-        std = uncertainty.softmax(net(torch.from_numpy(x)).numpy(), axis=1)
-    return {
-        "mc_nll": uncertainty.nll(mc, labels),
-        "standard_nll": uncertainty.nll(std, labels),
-        "mc_accuracy": uncertainty.accuracy(mc, labels),
-        "standard_accuracy": uncertainty.accuracy(std, labels),
-    }
 
 
 def summary(result: TrainResult) -> dict[str, Any]:
