@@ -36,7 +36,8 @@ format: install
 	$(BIN)/ruff format service tests bench scripts examples
 
 # Reproduce the shipped models (deterministic on the CPU for a given seed). `models-small`
-# takes seconds; `models-fashion` trains the convnet (41 min on 2 shared, busy cores).
+# takes seconds; `models-fashion` trains the convnet (minutes; timing in docs/models.md), with the
+# recipe scripts/fashion_select.py chose on validation rows (bench/results/fashion-mnist/selection.json).
 # FASHION_SRC: the folder of the Fashion-MNIST idx files; empty: look where Debian's
 # dataset-fashion-mnist package puts them (see docs/data.md).
 FASHION_SRC ?=
@@ -70,7 +71,8 @@ models-fashion: fashion-data install
 	$(BIN)/python scripts/fashion_mnist_split.py $(FASHION_DATA) $(DATA)
 	$(BIN)/mcdrop train $(DATA)/fashion-train.npz --task classification --arch convnet \
 		--out models/fashion-mnist --channels 16 32 --hidden 128 --layers 2 --dropout 0.25 \
-		--input-scale 0.00392156862745098 --val-fraction 0 --epochs 8 --batch-size 128 --seed 0
+		--length-scale 0.01 --input-scale 0.00392156862745098 --val-fraction 0 --epochs 24 \
+		--batch-size 128 --seed 0
 	$(BIN)/mcdrop calibrate fashion-mnist --data $(DATA)/fashion-heldout.npz $(FASHION_TARGET)
 	$(BIN)/mcdrop evaluate fashion-mnist --data $(DATA)/fashion-test.npz \
 		--out bench/results/fashion-mnist

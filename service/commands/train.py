@@ -88,6 +88,20 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         default="black",
         help="images: how the review page draws the value 0 (white for dark ink on paper)",
     )
+    p.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="classification: after each epoch score the validation rows (needs --val-fraction "
+        "> 0); stop after PATIENCE epochs without a lower MC dropout NLL and keep the best "
+        "epoch's weights (the manifest records every epoch's figures)",
+    )
+    p.add_argument(
+        "--val-samples",
+        type=int,
+        default=20,
+        help="MC dropout samples per validation row for --early-stopping",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -117,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         tau=args.tau,
         input_scale=args.input_scale,
         image_zero=args.image_zero,
+        early_stopping=args.early_stopping,
+        val_samples=args.val_samples,
     )
     result = train(ds, cfg, out, progress=not args.quiet)
     print(json.dumps(summary(result), indent=2))

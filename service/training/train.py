@@ -9,6 +9,7 @@ with tau = 1 (the softmax likelihood has no noise precision).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,7 @@ from service.artifacts.manifest import (
 from service.engines.nets import build_net, weight_layers
 from service.maths import uncertainty
 from service.training.rows import Rows, prepare_rows
-from service.training.validation_figures import ValidationFigures, validation_figures
+from service.training.validation_figures import ValidationFigures, epoch_point, validation_figures
 
 
 @dataclass
@@ -59,6 +60,10 @@ class TrainConfig:
     max_samples: int = 10_000
     input_scale: float = 1.0  # e.g. 1/255 for 8-bit images
     image_zero: Literal["black", "white"] = "black"  # how reviewers see an image's value 0
+    # Classification with validation rows: stop when the MC validation NLL (val_samples masks)
+    # has not improved for this many epochs, and keep the weights of its best epoch.
+    early_stopping: int | None = None
+    val_samples: int = 20
 
 
 @dataclass
@@ -84,13 +89,26 @@ def train(
     x_all = np.asarray(ds.x, np.float64) * cfg.input_scale
     input_shape = list(x_all.shape[1:])
     tr, va = validation_split(len(x_all), cfg.val_fraction, cfg.seed)
+    if cfg.early_stopping is not None and (cfg.task != "classification" or not len(va)):
+        raise ValueError("early stopping needs a classification task and val_fraction > 0")
+    if cfg.early_stopping is not None and (cfg.early_stopping < 1 or cfg.val_samples < 1):
+        raise ValueError("early_stopping (patience) and val_samples must be at least 1")
     rows = prepare_rows(ds, x_all, tr, cfg.task, images=cfg.arch == "convnet")
     arch, dropout = _architecture(cfg, input_shape, rows.out_dim)
     net = build_net(arch, dropout)
     tau_train, lam = _weight_decay(cfg, rows, len(tr))
     targets = rows.y_normalised if cfg.task == "regression" else rows.labels
     assert targets is not None
-    _fit(net, cfg, torch.from_numpy(rows.x[tr]), torch.from_numpy(targets[tr]), lam, progress)
+    check: Callable[[nn.Sequential], dict[str, float]] | None = None
+    if cfg.early_stopping is not None:
+        assert rows.labels is not None
+        x_va, y_va = rows.x[va], rows.labels[va]
+
+        def check(n: nn.Sequential) -> dict[str, float]:
+            return epoch_point(n, input_shape, x_va, y_va, cfg.val_samples, cfg.seed)
+
+    xt, yt = torch.from_numpy(rows.x[tr]), torch.from_numpy(targets[tr])
+    history, best_epoch = _fit(net, cfg, xt, yt, lam, progress, check)
     net.eval()
     # Held-out metrics with MC dropout, and tau / threshold from them.
     eval_idx = va if len(va) else tr[: min(len(tr), 1000)]
@@ -107,6 +125,7 @@ def train(
         "threshold_source": "placeholder: 90th percentile of held-out uncertainty",
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "torch": torch.__version__,
+        **({"best_epoch": best_epoch, "history": history} if best_epoch is not None else {}),
     }
     manifest = _manifest(ds, cfg, (arch, dropout), input_shape, rows, held, training)
     if out is not None:
@@ -157,8 +176,12 @@ def _fit(
     yt: torch.Tensor,
     lam: float,
     progress: bool,
-) -> None:
-    """cfg.epochs of Adam over shuffled minibatches: data loss plus lam x the weights' squares."""
+    check: Callable[[nn.Sequential], dict[str, float]] | None = None,
+) -> tuple[list[dict[str, float]], int | None]:
+    """cfg.epochs of Adam over shuffled minibatches: data loss plus lam x the weights' squares.
+
+    With `check` (early stopping), every epoch's validation figures and the best epoch by MC
+    NLL, whose weights the net is left with."""
     n_train = len(xt)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     loss_fn: nn.Module = nn.MSELoss() if cfg.task == "regression" else nn.CrossEntropyLoss()
@@ -172,7 +195,9 @@ def _fit(
         disable=None if progress else True,
         unit="epoch",
     )
-    for _ in bar:
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch in bar:
         perm = torch.randperm(n_train, generator=gen)
         total = 0.0
         for i in range(0, n_train, cfg.batch_size):
@@ -183,6 +208,20 @@ def _fit(
             opt.step()
             total += float(loss.detach()) * len(idx)
         bar.set_postfix(loss=f"{total / n_train:.4f}")
+        if check is None or cfg.early_stopping is None:
+            continue
+        point = check(net)
+        history.append({"epoch": epoch + 1, "train_loss": total / n_train, **point})
+        net.train()
+        if best is None or point["mc_nll"] < best[0]:
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best = (point["mc_nll"], epoch + 1, state)
+        elif epoch + 1 - best[1] >= cfg.early_stopping:
+            break
+    if best is None:
+        return history, None
+    net.load_state_dict(best[2])
+    return history, best[1]
 
 
 def _manifest(
@@ -235,4 +274,5 @@ def save_artifact(out: Path, manifest: Manifest, net: nn.Sequential) -> Manifest
 
 def summary(result: TrainResult) -> dict[str, Any]:
     m = result.manifest
-    return {"name": m.name, "task": m.task, "tau": m.tau, **result.val_metrics}
+    best = {"best_epoch": m.training["best_epoch"]} if "best_epoch" in m.training else {}
+    return {"name": m.name, "task": m.task, "tau": m.tau, **best, **result.val_metrics}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from torch import nn
 
@@ -67,3 +68,26 @@ def validation_figures(
 def _fit_tau(ys: NDArray[np.float64], y: NDArray[np.float64]) -> float:
     """tau maximising the paper's MC log-likelihood on held-out rows (see uncertainty.fit_tau)."""
     return uncertainty.fit_tau(ys, y)
+
+
+def epoch_point(
+    net: nn.Sequential,
+    input_shape: list[int],
+    x: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    samples: int,
+    seed: int,
+) -> dict[str, float]:
+    """Validation NLL and accuracy after an epoch: MC dropout (`samples` masks) and standard."""
+    net.eval()
+    engine = TorchEngine(net, input_shape, EngineRuntime(device="cpu"))
+    raw = engine.sample_many([SampleJob(x, samples, seed)])[0]
+    mc = uncertainty.softmax(raw, axis=2).mean(axis=0)
+    with torch.no_grad():
+        std = uncertainty.softmax(net(torch.from_numpy(x)).numpy(), axis=1)
+    return {
+        "mc_nll": uncertainty.nll(mc, labels),
+        "standard_nll": uncertainty.nll(std, labels),
+        "mc_accuracy": uncertainty.accuracy(mc, labels),
+        "standard_accuracy": uncertainty.accuracy(std, labels),
+    }

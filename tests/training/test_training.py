@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from service import load_model
 from service.artifacts.data import Dataset, read_csv
@@ -135,3 +137,47 @@ def test_cli_train_on_csv_with_string_labels(tmp_path: Path) -> None:
     assert manifest["tau"] is None and "weight_decay" in manifest["training"]
     p = load_model(out, device="cpu").predict([[1.0, 1.0]], samples=10, seed=0)
     assert isinstance(p, ClassificationResult) and p.probabilities.shape == (1, 2)
+
+
+def _noisy_blobs(n: int, seed: int) -> Dataset:
+    """Two overlapping classes with a quarter of the labels flipped: easy to over-fit."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    x = rng.normal(size=(n, 5)) + 0.8 * y[:, None]
+    flip = rng.random(n) < 0.25
+    return Dataset(x, np.where(flip, 1 - y, y).astype(np.float64))
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(tmp_path: Path) -> None:
+    """With --early-stopping the run stops PATIENCE epochs after the lowest MC validation NLL,
+    records every epoch's figures, and keeps that epoch's weights: the same recipe trained for
+    exactly best_epoch epochs without early stopping gives the same weights."""
+    ds = _noisy_blobs(400, 4)
+    kw: dict[str, Any] = dict(
+        task="classification", hidden=128, layers=2, dropout=0.05, epochs=60, batch_size=16,
+        lr=3e-3, val_fraction=0.25,
+    )  # fmt: skip
+    res = train(ds, TrainConfig(name="es", early_stopping=3, **kw), tmp_path / "es", progress=False)
+    tr = res.manifest.training
+    hist = tr["history"]
+    nlls = [h["mc_nll"] for h in hist]
+    best = tr["best_epoch"]
+    assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
+    assert nlls[best - 1] == min(nlls)
+    # It stopped early (this data over-fits well within 60 epochs), 3 epochs after the best.
+    assert len(hist) == best + 3 < 60
+    assert {"standard_nll", "mc_accuracy", "standard_accuracy", "train_loss"} <= set(hist[0])
+    kw["epochs"] = best
+    train(ds, TrainConfig(name="es", **kw), tmp_path / "fixed", progress=False)
+    assert res.manifest.weights.sha256 == read_manifest(tmp_path / "fixed").weights.sha256
+
+
+def test_early_stopping_needs_validation_rows_of_a_classifier() -> None:
+    ds = _noisy_blobs(50, 5)
+    for cfg in (
+        TrainConfig(task="classification", epochs=1, val_fraction=0.0, early_stopping=2),
+        TrainConfig(task="regression", epochs=1, early_stopping=2),
+        TrainConfig(task="classification", epochs=1, early_stopping=0),
+    ):
+        with pytest.raises(ValueError, match="early"):
+            train(ds, cfg, None, progress=False)
