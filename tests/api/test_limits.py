@@ -18,6 +18,7 @@ from service.config import Settings
 from service.engines.base import SampleJob
 from service.serving.finite import OVERFLOW_REASON
 from service.serving.model import MCDropoutModel
+from service.serving.summary import SummarySpec, summarize_many
 from tests.api.conftest import REG_ROW, running, settings_for
 from tests.helpers import linear_model_dir
 
@@ -107,6 +108,13 @@ class _BlockedRunner:
         self.started += 1
         await self.release.wait()
         return model.engine.sample_many([job])[0]
+
+    async def predict(self, model: MCDropoutModel, job: SampleJob, spec: SummarySpec) -> Any:
+        raw = await self.sample(model, job)
+        out = summarize_many(model, [raw], [job.seed], [spec])[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
 
 
 @pytest.fixture
