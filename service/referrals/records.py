@@ -78,6 +78,7 @@ def referral_rows(
 
     m = model.manifest
     now = utcnow()
+    shape = list(m.input_shape)  # one object for every row: the store serialises it once
     rows = []
     for i, rid in enumerate(ids):
         if rid is None:
@@ -97,7 +98,7 @@ def referral_rows(
                 "status": PENDING,
                 "input": row if store_inputs else None,
                 "input_sha256": input_sha256(row),
-                "input_shape": list(m.input_shape),
+                "input_shape": shape,
                 "feature_names": m.feature_names,
                 "output_names": m.output_names,
                 "class_labels": m.class_labels,

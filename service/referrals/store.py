@@ -9,6 +9,7 @@ changes a row and the other changes none, on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from service.errors import InvalidInput
 from service.referrals.database import make_engine, upgrade
 from service.referrals.errors import ReferralConflict, ReferralNotFound
 from service.referrals.models import PENDING, RESOLVED, Referral, utcnow
+from service.referrals.sqlite_insert import SQLiteGroupInsert
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class ReferralStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._session = sessionmaker(engine, expire_on_commit=False)
+        # SQLite files: groups go in through the driver (see sqlite_insert); PostgreSQL's
+        # driver waits on the network, not on the GIL, and keeps the general path.
+        self._fast = SQLiteGroupInsert(engine) if SQLiteGroupInsert.supports(engine) else None
 
     @classmethod
     def open(cls, url: str, migrate: bool = True) -> ReferralStore:
@@ -60,8 +65,12 @@ class ReferralStore:
             s.add(Referral(**_WARM_UP_ROW, created_at=utcnow()))
             s.flush()
             s.rollback()
+        if self._fast is not None:
+            self._fast.connect()
 
     def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------------ writes
@@ -75,13 +84,21 @@ class ReferralStore:
         if not rows:
             return []
         try:
+            if self._fast is not None and self._fast.insert(rows):
+                return [r["id"] for r in rows]
+        except sqlite3.IntegrityError:
+            return self._add_new(rows)
+        try:
             # One Core executemany: no ORM object per row, and a third less CPU than the ORM's
             # bulk insert, CPU the prediction path's threads share.
             with self.engine.begin() as c:
                 c.execute(insert(Referral), list(rows))
             return [r["id"] for r in rows]
         except IntegrityError:
-            pass  # some ids exist already: insert the others one by one
+            return self._add_new(rows)
+
+    def _add_new(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """Some ids exist already: insert the others one by one."""
         inserted = []
         for r in rows:
             try:
