@@ -5,7 +5,8 @@ order, no dropout in training or at test time. The ensemble predicts a Gaussian 
 members' mean and variance 1/tau + their spread (the mixture's moments, as that paper scores its
 ensembles); tau is fitted on the validation rows like the MC dropout model's, and the epoch count
 is chosen by the same early stopping. Weight decay comes from the tuned tau with keep = 1.
-The chosen epochs are then refitted on all training rows.
+The chosen epochs are then refitted on all training rows, or, where the MC dropout model is not
+refitted either, the members are kept as they were at the chosen checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 
 from service.training.stacked import StackData, StackedMLP, train_stacked
 from service.training.tuning.search import fit_tau, gaussian_log_likelihood_of_tau
-from service.training.tuning.stack_models import refit
+from service.training.tuning.stack_models import concat, refit
 from service.training.tuning.stacked_search import Problem, SearchConfig, generator, weight_decay
 from service.training.uci.data import UciDataset
 from service.training.uci.scoring import Standardised
@@ -69,26 +70,35 @@ class EnsembleResult:
         return {"ensemble_epochs": b.epoch, "ensemble_tau": b.tau_std / self.norms[s].y_std ** 2}
 
 
+def _fit_rows(problems: list[Problem], members: int) -> StackData:
+    """Every split's fit rows, shared by that split's members."""
+    return StackData(
+        x=torch.from_numpy(np.stack([p.fit_x for p in problems])),
+        y=torch.from_numpy(np.stack([p.fit_y for p in problems])[:, :, None]),
+        group=torch.arange(len(problems)).repeat_interleave(members),
+    )
+
+
 def run_ensemble(
     ds: UciDataset,
     problems: list[Problem],
-    fulls: list[Standardised],
+    norms: list[Standardised],
     taus: list[float],
     scfg: SearchConfig,
     cfg: EnsembleConfig,
+    refitted: bool = True,
 ) -> EnsembleResult:
+    """`norms`: each split's scaling of the rows the final members train on (all training
+    rows when refitted, else the search's fit rows)."""
     s_count, k = len(problems), cfg.members
     n_fit = len(problems[0].fit_y)
     keep = torch.ones(s_count * k, dtype=torch.float64)
     tau_wd = torch.tensor([t for t in taus for _ in range(k)], dtype=torch.float64)
     gen = generator(scfg.seed, ds.name, "ensemble")
     model = StackedMLP.glorot(keep, ds.x.shape[1], scfg.hidden, 1, gen)
-    data = StackData(
-        x=torch.from_numpy(np.stack([p.fit_x for p in problems])),
-        y=torch.from_numpy(np.stack([p.fit_y for p in problems])[:, :, None]),
-        group=torch.arange(s_count).repeat_interleave(k),
-    )
+    data = _fit_rows(problems, k)
     best = [_Best() for _ in problems]
+    kept: list[StackedMLP | None] = [None] * s_count  # each split's members at its best epoch
     stops = set(scfg.checkpoint_epochs())
 
     def checkpoint(epoch: int) -> None:
@@ -101,6 +111,8 @@ def run_ensemble(
             fit = fit_tau(ll, p.tau_range[0] * scale, p.tau_range[1] * scale)
             if fit.log_likelihood > best[s].ll:
                 best[s] = _Best(epoch, fit.tau, fit.log_likelihood)
+                if not refitted:
+                    kept[s] = model.select(list(range(s * k, (s + 1) * k)))
 
     train_stacked(
         model,
@@ -112,13 +124,16 @@ def run_ensemble(
         lr=scfg.lr,
         on_epoch=checkpoint,
     )
+    if not refitted:
+        assert all(m is not None for m in kept)
+        return EnsembleResult(concat([m for m in kept if m is not None]), k, norms, best)
     final = refit(
-        [f.x for f in fulls for _ in range(k)],
-        [f.y for f in fulls for _ in range(k)],
+        [f.x for f in norms for _ in range(k)],
+        [f.y for f in norms for _ in range(k)],
         [1.0] * (s_count * k),
         tau_wd.tolist(),
         [b.epoch for b in best for _ in range(k)],
         scfg,
         phase=f"{ds.name}/ensemble",
     )
-    return EnsembleResult(final, k, fulls, best)
+    return EnsembleResult(final, k, norms, best)

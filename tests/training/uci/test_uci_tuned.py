@@ -118,3 +118,19 @@ def test_grid_only_flags_are_refused_with_the_grid_protocol(
     root = _write_dataset(tmp_path / "uci")
     assert main(["bench", "uci", "--data-dir", str(root), "--baseline", "ensemble"]) == 2
     assert "--protocol tuned" in capsys.readouterr().err
+
+
+def test_large_sets_test_the_searched_networks_without_a_refit(tmp_path: Path) -> None:
+    ds = load_dataset(_write_dataset(tmp_path), "yacht", max_splits=1)
+    cfg = replace(FAST, baseline="ensemble")
+    refitted = run_tuned(ds, cfg)
+    kept = run_tuned(ds, replace(cfg, refit_max_rows=len(ds.train_splits[0]) - 1))
+    assert refitted["refit"] is True and kept["refit"] is False
+    # The same search chose the same things; only the tested networks differ.
+    assert _choice(kept) == _choice(refitted)
+    a, b = refitted["splits"][0], kept["splits"][0]
+    assert a["ensemble_epochs"] == b["ensemble_epochs"]
+    assert a["rmse_tuned"] != b["rmse_tuned"] and a["rmse_ensemble"] != b["rmse_ensemble"]
+    assert all(
+        np.isfinite(b[k]) for k in ("rmse_tuned", "ll_tuned", "rmse_ensemble", "ll_ensemble")
+    )
