@@ -57,6 +57,7 @@ class SQLiteGroupInsert:
         }
         self._lock = threading.Lock()  # one connection: the writer's two threads take turns
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
         self._sql: dict[tuple[tuple[str, ...], int], str] = {}
 
     @staticmethod
@@ -76,6 +77,8 @@ class SQLiteGroupInsert:
         if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
             raise TimeoutError("the referral store's insert connection stayed busy")
         try:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the referral store is closed")
             conn = self._connection()
             try:
                 self._execute(conn, columns, params)
@@ -85,6 +88,8 @@ class SQLiteGroupInsert:
                 self._drop()  # a fresh connection for the next group, whatever went wrong
                 raise
         finally:
+            if self._closed:  # closed while this insert ran: it closes the connection
+                self._drop()
             self._lock.release()
         return True
 
@@ -94,8 +99,14 @@ class SQLiteGroupInsert:
             self._connection()
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
+        """Close the connection; a hung insert (a disk that does not answer) must not hold up
+        the server's shutdown, so after a second the insert closes it when it ends."""
+        self._closed = True
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
 
     # ------------------------------------------------------------------ steps
 

@@ -5,6 +5,7 @@ stores is byte for byte what the general SQLAlchemy path stores."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,34 @@ def test_a_failed_insert_opens_a_fresh_connection(sqlite_store: ReferralStore) -
     row = clf_row()
     assert sqlite_store.add([row]) == [row["id"]]
     assert sqlite_store.get(row["id"]).id == row["id"]
+
+
+def test_closing_does_not_wait_for_a_hung_insert(
+    sqlite_store: ReferralStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = sqlite_store._fast
+    assert fast is not None
+    entered, release = threading.Event(), threading.Event()
+    real_execute = fast._execute
+
+    def hung_execute(*args: Any) -> None:
+        entered.set()
+        release.wait(30)
+        real_execute(*args)
+
+    monkeypatch.setattr(fast, "_execute", hung_execute)
+    row = clf_row()
+    writer = threading.Thread(target=sqlite_store.add, args=([row],))
+    writer.start()
+    assert entered.wait(30)
+    sqlite_store.close()  # returns while the insert is still hung
+    assert writer.is_alive() and not release.is_set()
+    release.set()
+    writer.join(30)
+    assert not writer.is_alive()
+    assert fast._conn is None  # the insert ended and closed the connection
+    with pytest.raises(sqlite3.ProgrammingError):
+        fast.insert([clf_row()])
 
 
 def test_only_sqlite_files_take_the_driver_path(tmp_path: Path) -> None:
