@@ -46,7 +46,7 @@ LAYOUT = (
     "index_test_<i>.txt} for datasets such as " + ", ".join(DATASETS[:3]) + ", ..."
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "uci"
 
 

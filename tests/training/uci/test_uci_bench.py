@@ -122,3 +122,11 @@ def test_pass_rule_allows_two_published_standard_errors() -> None:
     bad = {"10x": {"rmse_mean": 0.85, "rmse_se": 0.0, "ll_mean": -1.41, "ll_se": 0.0}}
     assert passes("yacht", bad) == {"rmse": False, "ll": False}
     assert passes("unknown", ok) is None
+
+
+def test_the_default_data_folder_sits_beside_the_repository() -> None:
+    from service.training.uci.data import DEFAULT_DATA_DIR
+
+    repo = Path(__file__).resolve().parents[3]
+    assert (repo / "pyproject.toml").is_file()
+    assert DEFAULT_DATA_DIR == repo.parent / "shared" / "data" / "uci"
