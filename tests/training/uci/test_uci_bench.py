@@ -129,4 +129,4 @@ def test_the_default_data_folder_sits_beside_the_repository() -> None:
 
     repo = Path(__file__).resolve().parents[3]
     assert (repo / "pyproject.toml").is_file()
-    assert DEFAULT_DATA_DIR == repo.parent / "shared" / "data" / "uci"
+    assert repo.parent / "shared" / "data" / "uci" == DEFAULT_DATA_DIR
