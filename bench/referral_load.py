@@ -6,7 +6,8 @@ same load with `"refer": false`, on one server, interleaved, in one run.
 What it does, on loopback (127.0.0.1, a free port), bounded in time and request count:
 - starts one `mcdrop serve` (batcher on, one torch thread, OMP_WAIT_POLICY=PASSIVE, log level
   warning) serving a copy of the shipped `diabetes` model (with `--model ref`: the reference MLP
-  of bench/serve_load.py, Q=64, 3x1024, D=10, with its compute ceiling measured between runs),
+  of bench/serve_load.py, Q=64, 3x1024, D=10, with its compute ceiling measured before and after
+  every run, as the host's speed drifts),
   with a fresh SQLite referral store (WAL, synchronous=FULL, the service's settings) and spool
   in a temporary folder;
 - sends closed-loop load from the raw HTTP/1.1 client of bench/load_http.py: POST
@@ -114,9 +115,9 @@ def main() -> None:
                 asyncio.run(run_level(url, "POST", body, args.concurrency, 1.0, 5000))
             for rep in range(args.repeats):
                 order = list(bodies) if rep % 2 == 0 else list(reversed(bodies))
-                if net is not None:  # measured while the server is idle
-                    ceilings.append(compute_ceiling(net, 1, 1, 2.0))
                 for label in order:
+                    if net is not None and not ceilings:  # measured while the server is idle
+                        ceilings.append(compute_ceiling(net, 1, 1, 2.0))
                     before, c0 = scrape(port), server_cpu(proc.pid)
                     r = asyncio.run(
                         run_level(
@@ -147,6 +148,11 @@ def main() -> None:
                         },
                         "lost": delta(after, before, "mcdrop_referrals_lost_total"),
                     }
+                    if net is not None:
+                        # The machine's speed drifts from minute to minute (shared host), so
+                        # each run is judged against the ceiling just before and just after it.
+                        ceilings.append(compute_ceiling(net, 1, 1, 2.0))
+                        r["ceiling_rps"] = (ceilings[-2] + ceilings[-1]) / 2
                     runs.append(r)
                     print(
                         f"rep {rep} {label:>11} c={args.concurrency} {r['rps']:7.1f} req/s  "
@@ -154,7 +160,12 @@ def main() -> None:
                         f"  commits/s {r['commits_per_s']:6.1f}  rows/commit "
                         f"{r['rows_per_commit']:5.1f}  spooled {sum(r['spooled'].values()):.0f}"
                         f"  CPU client {r['client_cpu_s']:.1f}s server {r['server_cpu_s']:.1f}s "
-                        f"of {r['wall_s']:.1f}s",
+                        f"of {r['wall_s']:.1f}s"
+                        + (
+                            f"  /ceiling {r['rps'] / r['ceiling_rps']:.2f}"
+                            if net is not None
+                            else ""
+                        ),
                         flush=True,
                     )
         finally:
@@ -188,10 +199,13 @@ def report(
         "lost": ("<=", 0.0),
     }
     if ceilings:  # the reference MLP: both loads against the mask-free chain of 32 requests
-        ceiling = float(np.median(ceilings))
-        print(f"compute ceiling (mask-free chain, 32x{T} rows): {ceiling:.0f} req/s")
-        checks["referred_over_compute_ceiling"] = med("referred", "rps") / ceiling
-        checks["refer_false_over_compute_ceiling"] = med("refer_false", "rps") / ceiling
+        print(
+            f"compute ceiling (mask-free chain, 32x{T} rows): {np.median(ceilings):.0f} req/s "
+            f"(range {min(ceilings):.0f}-{max(ceilings):.0f}, measured around every run)"
+        )
+        for label in ("referred", "refer_false"):
+            ratios = [r["rps"] / r["ceiling_rps"] for r in runs if r["label"] == label]
+            checks[f"{label}_over_compute_ceiling"] = float(np.median(ratios))
         targets["referred_over_compute_ceiling"] = (">=", 0.8)
         targets["refer_false_over_compute_ceiling"] = (">=", 0.8)
     print(
