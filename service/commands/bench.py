@@ -45,6 +45,11 @@ def register(sub: Any) -> None:
         help="tuned: add a deep-ensemble column (5 networks, no dropout) on the same splits",
     )
     u.add_argument("--epochs", type=int, help="override n_epochs.txt (the cap is 10x this)")
+    u.add_argument(
+        "--min-steps",
+        type=int,
+        help="tuned: the epoch cap covers at least this many Adam steps (40,000; --quick 0)",
+    )
     u.add_argument("--seed", type=int, default=0, help="seed of training and MC sampling")
     u.add_argument(
         "--out",
@@ -70,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
         budget = args.budget if args.budget is not None else (6 if args.quick else 8)
         if budget < 1:
             raise ValueError("--budget must be at least 1")
+        min_steps = args.min_steps
+        if min_steps is None:
+            min_steps = 0 if args.quick else TunedConfig.min_steps
+        if min_steps < 0:
+            raise ValueError("--min-steps must be at least 0")
         cfg = TunedConfig(
             budget=budget,
             batch_size=args.batch_size,
@@ -77,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             baseline=args.baseline,
             epochs=args.epochs,
-            min_steps=0 if args.quick else TunedConfig.min_steps,
+            min_steps=min_steps,
         )
         if args.out == DEFAULT_OUT:
             args.out = (
@@ -86,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
                 else "bench/results/uci-tuned.json"
             )
     else:
-        if args.baseline or args.budget is not None:
-            raise ValueError("--baseline and --budget belong to --protocol tuned")
+        if args.baseline or args.budget is not None or args.min_steps is not None:
+            raise ValueError("--baseline, --budget and --min-steps belong to --protocol tuned")
         cfg = ProtocolConfig(
             batch_size=args.batch_size,
             val_samples=args.val_samples,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -112,12 +113,27 @@ def test_quick_tuned_run_with_the_ensemble_end_to_end(
     assert "| yacht | 1 |" in printed and "NLL our ensemble" in printed
 
 
-def test_grid_only_flags_are_refused_with_the_grid_protocol(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("flag", [["--baseline", "ensemble"], ["--min-steps", "100"]])
+def test_tuned_only_flags_are_refused_with_the_grid_protocol(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
 ) -> None:
     root = _write_dataset(tmp_path / "uci")
-    assert main(["bench", "uci", "--data-dir", str(root), "--baseline", "ensemble"]) == 2
+    assert main(["bench", "uci", "--data-dir", str(root), *flag]) == 2
     assert "--protocol tuned" in capsys.readouterr().err
+
+
+def test_min_steps_sets_the_epoch_cap_of_a_small_set(tmp_path: Path) -> None:
+    root = _write_dataset(tmp_path / "uci", name="yacht", rows=80, splits=1)
+    out = tmp_path / "tuned.json"
+    args = ["bench", "uci", "--protocol", "tuned", "--data-dir", str(root), "--datasets", "yacht"]
+    args += ["--budget", "2", "--epochs", "1", "--test-samples", "50", "--batch-size", "16"]
+    assert main([*args, "--min-steps", "300", "--out", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["datasets"]
+    n_fit = int(0.8 * r["splits"][0]["n_train"])
+    batches = math.ceil(n_fit / 16)
+    # 10 x 1 epoch is far below 300 steps, so the floor sets the cap.
+    assert r["config"]["min_steps"] == 300
+    assert r["epoch_cap"] == math.ceil(300 / batches) > 10
 
 
 def test_large_sets_test_the_searched_networks_without_a_refit(tmp_path: Path) -> None:
