@@ -113,11 +113,11 @@ def main() -> None:
         try:
             for body in bodies.values():  # warm-up of both paths
                 asyncio.run(run_level(url, "POST", body, args.concurrency, 1.0, 5000))
+            if net is not None:  # measured while the server is idle, here and after every run
+                ceilings.append(compute_ceiling(net, 1, 1, 2.0))
             for rep in range(args.repeats):
                 order = list(bodies) if rep % 2 == 0 else list(reversed(bodies))
                 for label in order:
-                    if net is not None and not ceilings:  # measured while the server is idle
-                        ceilings.append(compute_ceiling(net, 1, 1, 2.0))
                     before, c0 = scrape(port), server_cpu(proc.pid)
                     r = asyncio.run(
                         run_level(
@@ -154,18 +154,16 @@ def main() -> None:
                         ceilings.append(compute_ceiling(net, 1, 1, 2.0))
                         r["ceiling_rps"] = (ceilings[-2] + ceilings[-1]) / 2
                     runs.append(r)
+                    vs_ceiling = (
+                        f"  /ceiling {r['rps'] / r['ceiling_rps']:.2f}" if net is not None else ""
+                    )
                     print(
                         f"rep {rep} {label:>11} c={args.concurrency} {r['rps']:7.1f} req/s  "
                         f"p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}"
                         f"  commits/s {r['commits_per_s']:6.1f}  rows/commit "
                         f"{r['rows_per_commit']:5.1f}  spooled {sum(r['spooled'].values()):.0f}"
                         f"  CPU client {r['client_cpu_s']:.1f}s server {r['server_cpu_s']:.1f}s "
-                        f"of {r['wall_s']:.1f}s"
-                        + (
-                            f"  /ceiling {r['rps'] / r['ceiling_rps']:.2f}"
-                            if net is not None
-                            else ""
-                        ),
+                        f"of {r['wall_s']:.1f}s{vs_ceiling}",
                         flush=True,
                     )
         finally:

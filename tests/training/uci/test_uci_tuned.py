@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 
 from service.cli import main
 from service.training.uci.data import QUICK_DATASETS, load_dataset
-from service.training.uci.tuned import TunedConfig, run_tuned
+from service.training.uci.tuned import TunedConfig, run_tuned, search_config
 from tests.training.uci.test_uci_bench import _write_dataset
 
 FAST = TunedConfig(
@@ -129,11 +128,11 @@ def test_min_steps_sets_the_epoch_cap_of_a_small_set(tmp_path: Path) -> None:
     args += ["--budget", "2", "--epochs", "1", "--test-samples", "50", "--batch-size", "16"]
     assert main([*args, "--min-steps", "300", "--out", str(out)]) == 0
     (r,) = json.loads(out.read_text())["datasets"]
-    n_fit = int(0.8 * r["splits"][0]["n_train"])
-    batches = math.ceil(n_fit / 16)
-    # 10 x 1 epoch is far below 300 steps, so the floor sets the cap.
+    floored = TunedConfig(epochs=1, batch_size=16, min_steps=300)
+    expected = search_config(load_dataset(root, "yacht"), floored).epochs
+    # 10 x 1 epoch is far below 300 steps, so the floor, passed through, sets the cap.
     assert r["config"]["min_steps"] == 300
-    assert r["epoch_cap"] == math.ceil(300 / batches) > 10
+    assert r["epoch_cap"] == expected > 10
 
 
 def test_large_sets_test_the_searched_networks_without_a_refit(tmp_path: Path) -> None:
