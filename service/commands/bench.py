@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
     u.add_argument(
         "--min-steps",
         type=int,
-        help="tuned: the epoch cap covers at least this many Adam steps (40,000; --quick 0)",
+        help="tuned: the epoch cap covers at least this many Adam steps (80,000; --quick 0)",
     )
     u.add_argument("--seed", type=int, default=0, help="seed of training and MC sampling")
     u.add_argument(

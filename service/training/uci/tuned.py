@@ -3,7 +3,7 @@
 Per split, the first 80% of the training rows fit the candidates and the last 20% judge them (as
 the grid protocol). The dropout grid starts at dropout_rates.txt and the tau bracket at the range
 of tau_values.txt; both move out when an edge wins. The epoch count is chosen by early stopping
-within 10 x n_epochs (the 10x column's length) or 40,000 Adam steps, whichever is longer. On
+within 10 x n_epochs (the 10x column's length) or 80,000 Adam steps, whichever is longer. On
 sets of at most refit_max_rows training rows the choice is refitted on all training rows for the
 chosen epochs, with the validated tau; larger sets test the search's own network. Either way
 the test uses T = 10,000 passes, and test rows are read only after every choice is made.
@@ -37,7 +37,7 @@ class TunedConfig:
     epoch_multiplier: int = 10  # the cap: n_epochs x this ...
     # ... or enough epochs for this many Adam steps, if more: on the small sets 10 x n_epochs
     # of a few minibatches stop far from convergence (docs/tuning.md).
-    min_steps: int = 40_000
+    min_steps: int = 80_000
     checkpoints: int = 6
     val_fraction: float = 0.2
     val_samples: int = 200
