@@ -4,10 +4,11 @@ same load with `"refer": false`, on one server, interleaved, in one run.
     .venv/bin/python bench/referral_load.py [--seconds 5] [--repeats 3] [--concurrency 32]
 
 What it does, on loopback (127.0.0.1, a free port), bounded in time and request count:
-- starts one `mcdrop serve` (batcher on, one torch thread, OMP_WAIT_POLICY=PASSIVE, log level
-  warning) serving a copy of the shipped `diabetes` model (with `--model ref`: the reference MLP
-  of bench/serve_load.py, Q=64, 3x1024, D=10, with its compute ceiling measured before and after
-  every run, as the host's speed drifts),
+- starts one `mcdrop serve` (batcher on, `--threads` torch threads and `--workers` engine
+  workers, one of each by default, OMP_WAIT_POLICY=PASSIVE, log level warning) serving a copy
+  of the shipped `diabetes` model (with `--model ref`: the reference MLP of bench/serve_load.py,
+  Q=64, 3x1024, D=10, with its compute ceiling on the same threads and workers measured before
+  and after every run, as the host's speed drifts),
   with a fresh SQLite referral store (WAL, synchronous=FULL, the service's settings) and spool
   in a temporary folder;
 - sends closed-loop load from the raw HTTP/1.1 client of bench/load_http.py: POST
@@ -79,6 +80,13 @@ def main() -> None:
         default="diabetes",
         help="ref: the reference MLP of bench/serve_load.py, beside its compute ceiling",
     )
+    ap.add_argument("--threads", type=int, default=1, help="MCDROP_NUM_THREADS of the server")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="MCDROP_ENGINE_WORKERS of the server; the ceiling gets the same cores",
+    )
     ap.add_argument("--out", default=None, help=f"default {OUT}; with --model ref, *-ref.json")
     args = ap.parse_args()
     if args.out is None:
@@ -108,13 +116,13 @@ def main() -> None:
             "MCDROP_DATABASE_URL": f"sqlite:///{tmp}/referrals.db",
             "MCDROP_REFERRAL_SPOOL": f"{tmp}/referrals.spool.jsonl",
         }
-        proc = start_server(model_dir, True, 1, 1, port, env)
+        proc = start_server(model_dir, True, args.threads, args.workers, port, env)
         url = f"http://127.0.0.1:{port}/v1/models/{args.model}/predict"
         try:
             for body in bodies.values():  # warm-up of both paths
                 asyncio.run(run_level(url, "POST", body, args.concurrency, 1.0, 5000))
             if net is not None:  # measured while the server is idle, here and after every run
-                ceilings.append(compute_ceiling(net, 1, 1, 2.0))
+                ceilings.append(compute_ceiling(net, args.threads, args.workers, 2.0))
             for rep in range(args.repeats):
                 order = list(bodies) if rep % 2 == 0 else list(reversed(bodies))
                 for label in order:
@@ -151,7 +159,7 @@ def main() -> None:
                     if net is not None:
                         # The machine's speed drifts from minute to minute (shared host), so
                         # each run is judged against the ceiling just before and just after it.
-                        ceilings.append(compute_ceiling(net, 1, 1, 2.0))
+                        ceilings.append(compute_ceiling(net, args.threads, args.workers, 2.0))
                         r["ceiling_rps"] = (ceilings[-2] + ceilings[-1]) / 2
                     runs.append(r)
                     vs_ceiling = (
