@@ -48,8 +48,10 @@ def main() -> None:
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)
     args = p.parse_args()
-    before = json.loads(args.before.read_text())
-    after = json.loads(args.after.read_text())
+    try:
+        before, after = (json.loads(f.read_text()) for f in (args.before, args.after))
+    except (OSError, json.JSONDecodeError) as e:
+        p.error(f"expected two results files of `mcdrop bench uci --protocol tuned`: {e}")
     print("after - before, mean ± standard error over paired splits")
     cb, ca = before.get("config", {}), after.get("config", {})
     changed = {k: (cb.get(k), ca.get(k)) for k in cb.keys() | ca.keys() if cb.get(k) != ca.get(k)}
