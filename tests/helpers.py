@@ -1,8 +1,11 @@
-"""Builders for hand-made model folders, so tests know the exact weights they serve."""
+"""Builders for hand-made model folders, so tests know the exact weights they serve; and a
+loader for the repository's scripts, which are files, not packages."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -17,6 +20,15 @@ from service.artifacts.manifest import (
 )
 from service.engines.nets import build_net
 from service.training.train import save_artifact
+
+
+def load_script(path: Path) -> ModuleType:
+    """The module of a script under bench/, scripts/ or examples/, imported from its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def linear_model_dir(

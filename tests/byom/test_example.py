@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
+
+from tests.helpers import load_script
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bring_your_own.py"
 
 
 def test_example_trains_packages_calibrates_and_serves(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bring_your_own", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_script(EXAMPLE)
     result = example.main(tmp_path, epochs=3, train_rows=300)  # a short run of the same steps
     # Chance is 0.1; on 297 test digits its SE is 0.017, so 0.3 is far beyond luck.
     assert result["test_accuracy"] > 0.3

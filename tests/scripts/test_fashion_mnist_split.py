@@ -4,7 +4,6 @@ traceback."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import shutil
 import struct
 import subprocess
@@ -16,16 +15,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import load_script
 
 SCRIPT = REPO / "scripts" / "fashion_mnist_split.py"
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fashion_mnist_split", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

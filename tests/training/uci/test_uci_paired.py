@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-PAIRED = Path(__file__).resolve().parents[3] / "bench" / "uci" / "paired.py"
+from tests.conftest import REPO
+from tests.helpers import load_script
 
-
-def load_paired() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_uci_paired", PAIRED)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+PAIRED = REPO / "bench" / "uci" / "paired.py"
 
 
 def run(rmse: dict[int, float], ll: dict[int, float], name: str = "yacht") -> dict[str, Any]:
@@ -26,7 +18,7 @@ def run(rmse: dict[int, float], ll: dict[int, float], name: str = "yacht") -> di
 
 
 def test_pairs_splits_by_index_and_reports_the_standard_error_of_the_differences() -> None:
-    paired = load_paired()
+    paired = load_script(PAIRED)
     # Splits listed in a different order in the second file, and one split only in the first:
     # pairing must go by split index and skip the unmatched one.
     before = run({0: 1.0, 1: 2.0, 2: 3.0, 3: 9.0}, {0: -1.0, 1: -2.0, 2: -3.0, 3: -9.0})
@@ -41,7 +33,7 @@ def test_pairs_splits_by_index_and_reports_the_standard_error_of_the_differences
 
 
 def test_only_datasets_in_both_files_are_compared() -> None:
-    paired = load_paired()
+    paired = load_script(PAIRED)
     before = run({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}, "yacht")
     after = run({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}, "concrete")
     assert paired.paired(before, after) == []
