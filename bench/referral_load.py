@@ -87,6 +87,11 @@ def main() -> None:
         default=1,
         help="MCDROP_ENGINE_WORKERS of the server; the ceiling gets the same cores",
     )
+    ap.add_argument(
+        "--engine-process",
+        action="store_true",
+        help="MCDROP_ENGINE_PROCESS=true: the server runs its passes in child processes",
+    )
     ap.add_argument("--out", default=None, help=f"default {OUT}; with --model ref, *-ref.json")
     args = ap.parse_args()
     if args.out is None:
@@ -115,6 +120,7 @@ def main() -> None:
         env = {
             "MCDROP_DATABASE_URL": f"sqlite:///{tmp}/referrals.db",
             "MCDROP_REFERRAL_SPOOL": f"{tmp}/referrals.spool.jsonl",
+            "MCDROP_ENGINE_PROCESS": str(args.engine_process).lower(),
         }
         proc = start_server(model_dir, True, args.threads, args.workers, port, env)
         url = f"http://127.0.0.1:{port}/v1/models/{args.model}/predict"

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     concurrent load (no OpenMP team to synchronise, and the event loop's work overlaps a pass
     instead of stalling its team); a lone request then runs on one core."""
 
+    engine_process: bool = True
+    """Run the MC passes in child processes, one per engine worker, each with its own GIL and
+    every model's engine; false: on threads of the server process (docs/engine-process.md)."""
+
     batching: bool = True
     """Batch concurrent requests for the same model into shared passes (dynamic batcher). Each
     request keeps its own T, seed, threshold and metric; a lone request does not wait."""

@@ -15,8 +15,8 @@ from service.engines.runtime import EngineRuntime
 
 def start_runtime(runtime: EngineRuntime) -> None:
     """Apply the runtime's process-wide settings (torch's thread pools), once at start-up,
-    before any engine is built under it."""
-    if runtime.engine == "torch":
+    before any engine is built under it. With engine processes each child applies them."""
+    if runtime.engine == "torch" and not runtime.process:
         from service.engines.torch_runtime import apply_thread_settings
 
         apply_thread_settings(runtime)
@@ -24,7 +24,12 @@ def start_runtime(runtime: EngineRuntime) -> None:
 
 def build_engine(folder: Path, manifest: Manifest, runtime: EngineRuntime) -> Engine:
     """The engine for a model folder: a graph folder runs on onnxruntime (on the runtime's
-    device); a built-in architecture on the runtime's engine, torch or onnx (model.onnx)."""
+    device); a built-in architecture on the runtime's engine, torch or onnx (model.onnx).
+    With `runtime.process` that engine runs in child processes instead (process_engine.py)."""
+    if runtime.process:
+        from service.engines.process_engine import ProcessEngine
+
+        return ProcessEngine(folder, runtime)
     if isinstance(manifest.architecture, GraphArchitecture):
         from service.engines.graph_engine import load_graph_engine
 

@@ -71,6 +71,8 @@ class RuntimeSettings(Protocol):
     def precision(self) -> Precision: ...
     @property
     def max_activation_mb(self) -> float: ...
+    @property
+    def engine_process(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class EngineRuntime:
     workers: int = 1  # MC passes the torch engine runs at once on the CPU
     precision: Precision = "float32"  # matrix products on CUDA: float32, tf32 or bf16
     max_activation_mb: float = 256.0  # memory budget of one batched pass
+    process: bool = False  # passes in child processes (process_engine.py), one per worker
     calls: CallThreads = field(default_factory=library_threads, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +108,7 @@ class EngineRuntime:
             workers=settings.engine_workers,
             precision=settings.precision,
             max_activation_mb=settings.max_activation_mb,
+            process=settings.engine_process,
         )
 
     @property

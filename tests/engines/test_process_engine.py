@@ -1,0 +1,153 @@
+"""Engine processes: the same samples as in the server process, errors raised again as their own
+class, a dead child replaced, a dropped model unloaded, and a server that never imports torch."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+import pytest
+
+from service.artifacts.manifest import read_manifest
+from service.engines import EngineRuntime, SampleJob, build_engine
+from service.engines.process_engine import ProcessEngine
+from service.engines.process_wire import WireError, receive, send
+from service.errors import ArtifactError, EngineUnavailable
+from tests.conftest import REPO
+
+IN_PROCESS = EngineRuntime(device="cpu")
+IN_CHILDREN = EngineRuntime(device="cpu", process=True)
+
+
+def _engines(folder: Path, runtime: EngineRuntime = IN_CHILDREN) -> tuple[object, ProcessEngine]:
+    manifest = read_manifest(folder)
+    remote = build_engine(folder, manifest, runtime)
+    assert isinstance(remote, ProcessEngine)
+    return build_engine(folder, manifest, IN_PROCESS), remote
+
+
+def _jobs(folder: Path) -> list[SampleJob]:
+    shape = read_manifest(folder).input_shape
+    rng = np.random.default_rng(3)
+    x1 = rng.standard_normal((3, *shape)).astype(np.float32)
+    x2 = rng.standard_normal((2, *shape)).astype(np.float32)
+    # The second is a later adaptive round of two rows of a request: its own rows and samples.
+    return [SampleJob(x1, 20, 7), SampleJob(x2, 5, 8, first_sample=20, row_ids=np.array([4, 1]))]
+
+
+@pytest.mark.parametrize("which", ["tiny_regression_dir", "tiny_classifier_dir"])
+def test_the_samples_are_those_of_the_in_process_engine(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    folder = request.getfixturevalue(which)
+    local, remote = _engines(folder)
+    jobs = _jobs(folder)
+    for here, there in zip(local.sample_many(jobs), remote.sample_many(jobs), strict=True):  # type: ignore[attr-defined]
+        assert there.dtype == np.float32
+        np.testing.assert_array_equal(here, there)
+    x = jobs[0].x
+    np.testing.assert_array_equal(local.deterministic(x), remote.deterministic(x))  # type: ignore[attr-defined]
+    assert (remote.name, remote.device) == ("torch", "cpu")
+
+
+def test_two_workers_are_two_children_that_both_hold_the_model(tiny_regression_dir: Path) -> None:
+    local, remote = _engines(
+        tiny_regression_dir, EngineRuntime(device="cpu", process=True, workers=2)
+    )
+    assert len(set(remote.pool.pids)) == 2
+    jobs = _jobs(tiny_regression_dir)
+    expected = local.sample_many(jobs)  # type: ignore[attr-defined]
+    for _ in range(4):  # calls take whichever child is idle; each must give the same samples
+        for here, there in zip(expected, remote.sample_many(jobs), strict=True):
+            np.testing.assert_array_equal(here, there)
+
+
+def test_an_error_in_the_child_is_raised_again_as_its_class(tiny_regression_dir: Path) -> None:
+    _, remote = _engines(tiny_regression_dir)
+    x = np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match="row_ids: expected 3 indices"):
+        remote.sample_many([SampleJob(x, 4, 1, row_ids=np.array([0]))])
+    assert remote.sample_many([SampleJob(x, 4, 1)])[0].shape == (4, 3, 1)  # still serving
+
+
+def test_a_model_that_does_not_load_fails_alone(tiny_regression_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_regression_dir, broken)
+    (broken / "weights.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError):
+        build_engine(broken, read_manifest(broken), IN_CHILDREN)
+    _, remote = _engines(tiny_regression_dir)
+    assert remote.sample_many(_jobs(tiny_regression_dir))[0].shape == (20, 3, 1)
+
+
+def test_a_dead_child_fails_its_call_and_is_started_again(tiny_regression_dir: Path) -> None:
+    local, remote = _engines(tiny_regression_dir)
+    jobs = _jobs(tiny_regression_dir)
+    (before,) = remote.pool.pids
+    os.kill(before, signal.SIGKILL)
+    with pytest.raises(EngineUnavailable, match="engine process stopped"):
+        remote.sample_many(jobs)
+    for here, there in zip(local.sample_many(jobs), remote.sample_many(jobs), strict=True):  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(here, there)
+    assert remote.pool.pids != [before]
+
+
+def test_a_dropped_engine_is_unloaded_from_the_children(tiny_regression_dir: Path) -> None:
+    _, remote = _engines(tiny_regression_dir)
+    pool, key = remote.pool, remote._key
+    x = np.zeros((1, 3), np.float32)
+    assert pool.call(key, {"op": "deterministic"}, [x])[0].shape == (1, 1)
+    del remote
+    gc.collect()
+    with pytest.raises(EngineUnavailable, match="does not hold"):
+        pool.call(key, {"op": "deterministic"}, [x])
+
+
+def test_the_server_side_never_imports_torch(tiny_regression_dir: Path) -> None:
+    script = (
+        "import sys\n"
+        "from service.engines import EngineRuntime\n"
+        "from service.serving.model import load_model\n"
+        f"m = load_model({str(tiny_regression_dir)!r}, runtime=EngineRuntime(process=True))\n"
+        "print(m.predict([[0.0, 1.0, 2.0]], samples=10, seed=1).mean.shape)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["(1, 1)", "False"]
+
+
+def test_the_wire_carries_arrays_and_refuses_other_dtypes() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        arrays: list[NDArray[Any]] = [
+            np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+            np.zeros((0, 5), np.float32),
+            np.array([3, -1], np.int64),
+        ]
+        send(a, {"op": "x"}, arrays)
+        header, got = receive(b)
+        assert header == {"op": "x"}
+        for sent, came in zip(arrays, got, strict=True):
+            assert came.dtype == sent.dtype
+            np.testing.assert_array_equal(sent, came)
+        with pytest.raises(TypeError, match="do not travel"):
+            send(a, {}, [np.array(["text"])])
+        head = b'{"arrays": [["|O", [1]]]}'
+        a.sendall(len(head).to_bytes(8, "little") + head)
+        with pytest.raises(WireError, match="dtype"):
+            receive(b)
+        a.close()
+        with pytest.raises(WireError, match="closed"):
+            receive(b)
