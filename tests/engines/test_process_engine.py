@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 import pytest
+from numpy.typing import NDArray
 
 from service.artifacts.manifest import read_manifest
 from service.engines import EngineRuntime, SampleJob, build_engine
