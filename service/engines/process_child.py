@@ -15,7 +15,6 @@ import contextlib
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,6 @@ from service.engines.factory import build_engine, start_runtime
 from service.engines.process_wire import WireError, receive, send
 from service.engines.runtime import TORCH_THREAD_PREFIX, EngineRuntime
 from service.errors import EngineUnavailable
-
-# After each reply the process polls for the next message this long before it blocks: under
-# load the next batch comes within it, and a blocked process woken from its idle vCPU costs a
-# lone small request about a fifth of its time (docs/engine-process.md).
-SPIN_S = 0.002
 
 
 def _jobs(header: dict[str, Any], arrays: list[Any]) -> list[SampleJob]:
@@ -63,21 +57,6 @@ def _answer(
     return {"ok": True}, [engines[key].deterministic(arrays[0])]
 
 
-def _await_message(sock: socket.socket) -> None:
-    """Poll for up to SPIN_S; the caller then reads the message (blocking if none came)."""
-    deadline = time.monotonic() + SPIN_S
-    sock.setblocking(False)
-    try:
-        while time.monotonic() < deadline:
-            try:
-                sock.recv(1, socket.MSG_PEEK)  # b"" at end-of-file: receive() then reports it
-                return
-            except BlockingIOError:
-                continue
-    finally:
-        sock.setblocking(True)
-
-
 def serve(sock: socket.socket) -> None:
     header, _ = receive(sock)
     runtime = EngineRuntime(**header["runtime"])
@@ -86,7 +65,6 @@ def serve(sock: socket.socket) -> None:
     engines: dict[int, Engine] = {}
     while True:
         try:
-            _await_message(sock)
             header, arrays = receive(sock)
         except WireError:  # the server closed its end (shut down or died)
             return
