@@ -26,14 +26,20 @@ class WireError(ConnectionError):
 
 
 def send(sock: socket.socket, header: dict[str, Any], arrays: list[NDArray[Any]]) -> None:
-    """One message: the header (with each array's dtype and shape added) and the arrays."""
+    """One message: the header (with each array's dtype and shape added) and the arrays, in one
+    gathered write where the socket takes it whole, so the receiver wakes once, not per part."""
     packed = [np.ascontiguousarray(a, dtype=_wire_dtype(a.dtype)) for a in arrays]
     head = json.dumps({**header, "arrays": [[a.dtype.str, list(a.shape)] for a in packed]})
     data = head.encode()
-    sock.sendall(_LENGTH.pack(len(data)) + data)
-    for a in packed:
-        if a.nbytes:
-            sock.sendall(a.data.cast("B"))
+    parts = [memoryview(_LENGTH.pack(len(data)) + data)]
+    parts += [a.data.cast("B") for a in packed if a.nbytes]
+    while parts:
+        sent = sock.sendmsg(parts)
+        while parts and sent >= len(parts[0]):
+            sent -= len(parts[0])
+            parts.pop(0)
+        if parts:
+            parts[0] = parts[0][sent:]
 
 
 def receive(sock: socket.socket) -> tuple[dict[str, Any], list[NDArray[Any]]]:
