@@ -8,8 +8,9 @@ each batch's inputs and its (T, N, D) outputs cross, over a socket pair (process
 A runtime's `workers` children form one pool that every model of the runtime shares, as the
 in-process engines share the runtime's torch threads: each child holds every model's engine
 (loaded from the folder itself: safetensors, ONNX and JSON) and runs one pass at a time. A child
-that dies fails the pass it was running with EngineUnavailable (503) and is started again, with
-every model, for the next one. Children end with the server: each reads end-of-file on its
+found dead is started again, with every model, before the next call; one that dies during a
+call fails it with EngineUnavailable (503), and the batcher then runs that pass's jobs again
+one by one. Children end with the server: each reads end-of-file on its
 socket when the server's end closes.
 """
 
@@ -104,6 +105,10 @@ class _Child:
             "with the next request"
         )
 
+    def dead(self) -> bool:
+        """Closed by us, or exited (killed, out of memory) since its last call."""
+        return not self.alive or self.proc.poll() is not None
+
     def close(self) -> None:
         """Close our end: the child reads end-of-file and exits."""
         self.alive = False
@@ -135,7 +140,7 @@ class ProcessPool:
             taken = [self._idle.get() for _ in range(self._workers)]
             try:
                 for i, child in enumerate(taken):
-                    if not child.alive:
+                    if child.dead():
                         taken[i] = child = self._restart(child)
                     reply, _ = child.request({"op": "load", "id": key, "folder": str(folder)}, [])
             except BaseException:
@@ -151,10 +156,11 @@ class ProcessPool:
     def call(
         self, key: int, header: dict[str, Any], arrays: list[NDArray[Any]]
     ) -> list[NDArray[Any]]:
-        """One call on an idle child (waiting for one), started again first if it died."""
+        """One call on an idle child (waiting for one), started again first if it died while
+        idle, so the call never meets it; one that dies during the call fails it."""
         child = self._idle.get()
         try:
-            if not child.alive:
+            if child.dead():
                 child = self._restart(child)
             return child.request({**header, "id": key}, arrays)[1]
         finally:
@@ -184,6 +190,8 @@ class ProcessPool:
                 child.proc.wait()
 
     def _restart(self, dead: _Child) -> _Child:
+        dead.close()
+        dead.proc.poll()  # reaped, if it exited
         child = _Child(self._runtime).started()
         with self._lock:
             models = dict(self._models)

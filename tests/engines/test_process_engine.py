@@ -3,6 +3,7 @@ class, a dead child replaced, a dropped model unloaded, and a server that never 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import shutil
@@ -10,6 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from service.engines import EngineRuntime, SampleJob, build_engine
 from service.engines.process_engine import ProcessEngine
 from service.engines.process_wire import WireError, receive, send
 from service.errors import ArtifactError, EngineUnavailable
+from service.serving.batcher import BatchingRunner
+from service.serving.model import load_model
 from tests.conftest import REPO
 
 IN_PROCESS = EngineRuntime(device="cpu")
@@ -89,16 +94,41 @@ def test_a_model_that_does_not_load_fails_alone(tiny_regression_dir: Path, tmp_p
     assert remote.sample_many(_jobs(tiny_regression_dir))[0].shape == (20, 3, 1)
 
 
-def test_a_dead_child_fails_its_call_and_is_started_again(tiny_regression_dir: Path) -> None:
+def test_a_child_that_died_idle_is_started_again_before_the_call(
+    tiny_regression_dir: Path,
+) -> None:
     local, remote = _engines(tiny_regression_dir)
     jobs = _jobs(tiny_regression_dir)
     (before,) = remote.pool.pids
     os.kill(before, signal.SIGKILL)
-    with pytest.raises(EngineUnavailable, match="engine process stopped"):
-        remote.sample_many(jobs)
+    remote.pool._children[0].proc.wait(30)  # dead before the call comes
     for here, there in zip(local.sample_many(jobs), remote.sample_many(jobs), strict=True):  # type: ignore[attr-defined]
         np.testing.assert_array_equal(here, there)
     assert remote.pool.pids != [before]
+
+
+def test_a_child_that_dies_during_a_call_fails_that_call_only(tiny_regression_dir: Path) -> None:
+    local, remote = _engines(tiny_regression_dir)
+    jobs = _jobs(tiny_regression_dir)
+    (pid,) = remote.pool.pids
+    os.kill(pid, signal.SIGSTOP)  # alive, so the call is sent, and it waits for the answer
+    failed: list[BaseException] = []
+    call = threading.Thread(target=lambda: _record(failed, remote.sample_many, jobs))
+    call.start()
+    time.sleep(0.2)  # the call is in flight (nothing can answer it while the child is stopped)
+    os.kill(pid, signal.SIGKILL)
+    call.join(30)
+    assert len(failed) == 1 and isinstance(failed[0], EngineUnavailable), failed
+    assert "engine process stopped" in str(failed[0])
+    for here, there in zip(local.sample_many(jobs), remote.sample_many(jobs), strict=True):  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(here, there)
+
+
+def _record(into: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as e:
+        into.append(e)
 
 
 def test_a_dropped_engine_is_unloaded_from_the_children(tiny_regression_dir: Path) -> None:
@@ -151,3 +181,31 @@ def test_the_wire_carries_arrays_and_refuses_other_dtypes() -> None:
         a.close()
         with pytest.raises(WireError, match="closed"):
             receive(b)
+
+
+def test_the_jobs_of_a_pass_whose_child_died_are_served_after_its_restart(
+    tiny_regression_dir: Path,
+) -> None:
+    """The batcher runs a failed pass's jobs again one by one: the first starts a new child."""
+    model = load_model(tiny_regression_dir, runtime=IN_CHILDREN)
+    local = load_model(tiny_regression_dir, device="cpu")
+    jobs = [SampleJob(model.prepare(np.full((2, 3), float(i))), 10, i) for i in range(4)]
+    (pid,) = model.engine.pool.pids  # type: ignore[attr-defined]
+    os.kill(pid, signal.SIGSTOP)  # it takes the batch's pass, then dies before answering
+    threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+
+    async def run() -> list[NDArray[np.float32] | BaseException]:
+        runner = BatchingRunner(wait_ms=200, max_rows=10_000)
+        await runner.start()
+        try:
+            return await asyncio.gather(
+                *(runner.sample(model, j) for j in jobs), return_exceptions=True
+            )
+        finally:
+            await runner.stop()
+
+    results = asyncio.run(run())
+    for job, res in zip(jobs, results, strict=True):
+        assert isinstance(res, np.ndarray), res
+        np.testing.assert_array_equal(res, local.engine.sample_many([job])[0])
+    assert model.engine.pool.pids != [pid]  # type: ignore[attr-defined]
