@@ -5,7 +5,8 @@ same load with `"refer": false`, on one server, interleaved, in one run.
 
 What it does, on loopback (127.0.0.1, a free port), bounded in time and request count:
 - starts one `mcdrop serve` (batcher on, `--threads` torch threads and `--workers` engine
-  workers, one of each by default, OMP_WAIT_POLICY=PASSIVE, log level warning) serving a copy
+  workers, one of each by default, passes in an engine process unless `--in-process`,
+  OMP_WAIT_POLICY=PASSIVE, log level warning) serving a copy
   of the shipped `diabetes` model (with `--model ref`: the reference MLP of bench/serve_load.py,
   Q=64, 3x1024, D=10, with its compute ceiling on the same threads and workers measured before
   and after every run, as the host's speed drifts),
@@ -88,9 +89,9 @@ def main() -> None:
         help="MCDROP_ENGINE_WORKERS of the server; the ceiling gets the same cores",
     )
     ap.add_argument(
-        "--engine-process",
+        "--in-process",
         action="store_true",
-        help="MCDROP_ENGINE_PROCESS=true: the server runs its passes in child processes",
+        help="MCDROP_ENGINE_PROCESS=false: the passes on threads of the server process",
     )
     ap.add_argument("--out", default=None, help=f"default {OUT}; with --model ref, *-ref.json")
     args = ap.parse_args()
@@ -120,7 +121,7 @@ def main() -> None:
         env = {
             "MCDROP_DATABASE_URL": f"sqlite:///{tmp}/referrals.db",
             "MCDROP_REFERRAL_SPOOL": f"{tmp}/referrals.spool.jsonl",
-            "MCDROP_ENGINE_PROCESS": str(args.engine_process).lower(),
+            "MCDROP_ENGINE_PROCESS": str(not args.in_process).lower(),
         }
         proc = start_server(model_dir, True, args.threads, args.workers, port, env)
         url = f"http://127.0.0.1:{port}/v1/models/{args.model}/predict"
