@@ -7,8 +7,9 @@ Servers of the app as `mcdrop serve` runs it (guarded protocol, batcher on, one 
 shipped `diabetes` model) on loopback, started alternately per repeat. Each is saturated by a
 closed loop of `--concurrency` clients sending 64-row requests at T = 10,000 (`"refer": false`),
 while a probe opens a fresh connection for GET /health/live every 50 ms. Variants:
-- default: the interpreter's own GIL switch interval (5 ms);
-- switch-1ms: the same with the GIL switch interval set to 1 ms in the server process.
+- default: the passes in an engine process (docs/engine-process.md);
+- in-process: the passes on a thread of the server process (`MCDROP_ENGINE_PROCESS=false`);
+- switch-1ms: in process, with the GIL switch interval set to 1 ms (default 5 ms).
 With --trace the server runs asyncio in debug mode and logs each loop callback that held the loop
 for more than 5 ms to bench/results/liveness-trace-<variant>.log, which names what holds it.
 Before the saturating load, each server also serves the light model alone (N=1, T=100, c=32):
@@ -36,7 +37,11 @@ from slow_clients import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = {"default": {}, "switch-1ms": {"BENCH_GIL_SWITCH_INTERVAL_MS": "1"}}
+VARIANTS = {
+    "default": {},
+    "in-process": {"MCDROP_ENGINE_PROCESS": "false"},
+    "switch-1ms": {"MCDROP_ENGINE_PROCESS": "false", "BENCH_GIL_SWITCH_INTERVAL_MS": "1"},
+}
 
 
 def serve(port: int, model_dir: str, trace: str) -> None:
@@ -201,9 +206,10 @@ def report(
             f" | health/live p50 {s['probe_p50_ms']:.1f} ms, "
             f"p99 {s['probe_p99_ms']:.1f} ms, max {s['probe_max_ms']:.1f} ms"
         )
-    for field, what in (("light_rps", "light model c=32"), ("rps", "saturating load")):
-        ratio = summary["switch-1ms"][field] / summary["default"][field]
-        print(f"switch-1ms / default requests/s, {what}: {ratio:.3f}")
+    for variant in list(VARIANTS)[1:]:
+        for field, what in (("light_rps", "light model c=32"), ("rps", "saturating load")):
+            ratio = summary[variant][field] / summary["default"][field]
+            print(f"{variant} / default requests/s, {what}: {ratio:.3f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("serve", "port", "model_dir")}
