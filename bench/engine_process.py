@@ -3,20 +3,20 @@
     .venv/bin/python bench/engine_process.py [--seconds 5] [--repeats 3]
 
 What it does, on loopback (127.0.0.1, a free port), bounded in time and request count:
-- alternates two `mcdrop serve` servers, `MCDROP_ENGINE_PROCESS=true` (the default) and
-  `false`, started afresh for every repeat, the order swapped between repeats; each serves a
-  copy of the shipped `diabetes` model and the reference MLP of bench/serve_load.py (Q=64,
-  3x1024, D=10), with one torch thread and one engine worker, a fresh SQLite referral store and
-  spool, OMP_WAIT_POLICY=PASSIVE;
+- alternates three `mcdrop serve` servers, `MCDROP_ENGINE_PROCESS=true`, `false` and `auto`
+  (the default), each started afresh for every repeat, the order rotating between repeats; each
+  serves a copy of the shipped `diabetes` model and the reference MLP of bench/serve_load.py
+  (Q=64, 3x1024, D=10), with one torch thread and one engine worker, a fresh SQLite referral
+  store and spool, OMP_WAIT_POLICY=PASSIVE;
 - on each server, closed-loop load from the raw HTTP/1.1 client of bench/load_http.py, N=1,
   T=100, every row abstaining and referred (`"threshold": -1`): diabetes at concurrency 32 and
-  1, the reference MLP at concurrency 32;
+  1, the reference MLP at concurrency 32, and diabetes at concurrency 1 with `"refer": false`,
+  where no referral's fsync hides the round trip to the engine process;
 - for the reference MLP, its compute ceiling (the mask-free chain of 32 requests, one thread)
-  measured just before and after the server runs, as the host's speed drifts.
-- diabetes at concurrency 1 also with `"refer": false`, where no referral's fsync hides the
-  round trip to the engine process.
-Prints, per load, the medians and the ratio engine process / in process of the requests/s, and
-the reference MLP's fraction of its ceiling under each; writes bench/results/engine_process.json.
+  measured just before and after each server runs, as the host's speed drifts.
+Prints, per load, the medians, the ratios engine process / in process and auto / in process
+of the requests/s, and the reference MLP's fraction of its ceiling under each; writes
+bench/results/engine_process.json.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ T = 100
 # (model, concurrency, referred): with "refer": false a lone light request shows the round trip
 # to the engine process without the referral's fsync beside it.
 LOADS = [("diabetes", 32, True), ("diabetes", 1, True), ("diabetes", 1, False), ("ref", 32, True)]
-MODES = {"process": "true", "in_process": "false"}
+MODES = {"process": "true", "in_process": "false", "auto": "auto"}
 
 
 def body(model: str, referred: bool = True) -> bytes:
@@ -114,7 +114,7 @@ def main() -> None:
         net = write_reference_model(model_dir / "ref")
         ceiling = compute_ceiling(net, 1, 1, 2.0)
         for rep in range(args.repeats):
-            order = list(MODES) if rep % 2 == 0 else list(reversed(MODES))
+            order = list(MODES)[rep % len(MODES) :] + list(MODES)[: rep % len(MODES)]
             for mode in order:
                 server_runs = run_server(mode, model_dir, tmp, args)
                 after = compute_ceiling(net, 1, 1, 2.0)
@@ -156,9 +156,10 @@ def report(
                 checks[f"ref_c{conc}_{mode}_over_ceiling"] = frac
                 line += f"  /ceiling {frac:.2f}"
             print(line)
-        ratio = med["process"]["rps"] / med["in_process"]["rps"]
         tag = "" if referred else "_refer_false"
-        checks[f"{name}_c{conc}{tag}_process_over_in_process_rps"] = ratio
+        for mode in ("process", "auto"):
+            ratio = med[mode]["rps"] / med["in_process"]["rps"]
+            checks[f"{name}_c{conc}{tag}_{mode}_over_in_process_rps"] = ratio
     print()
     for k, v in checks.items():
         print(f"{k:>52}: {v:5.2f}")

@@ -80,9 +80,10 @@ class Settings(BaseSettings):
     concurrent load (no OpenMP team to synchronise, and the event loop's work overlaps a pass
     instead of stalling its team); a lone request then runs on one core."""
 
-    engine_process: bool = True
+    engine_process: bool | Literal["auto"] = "auto"
     """Run the MC passes in child processes, one per engine worker, each with its own GIL and
-    every model's engine; false: on threads of the server process (docs/engine-process.md)."""
+    every model's engine; false: on threads of the server process; auto: in the child processes
+    for each model whose lone pass takes 1 ms or more, measured at load (docs/engine-process.md)."""
 
     batching: bool = True
     """Batch concurrent requests for the same model into shared passes (dynamic batcher). Each

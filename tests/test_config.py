@@ -72,3 +72,17 @@ def test_threads_per_worker_never_oversubscribes(
     from service.engines.runtime import threads_per_worker
 
     assert threads_per_worker(num_threads, workers, cores) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("auto", "auto"), ("true", True), ("false", False)]
+)
+def test_engine_process_is_auto_by_default_or_a_boolean(
+    value: str, expected: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Settings().engine_process == "auto"
+    monkeypatch.setenv("MCDROP_ENGINE_PROCESS", value)
+    assert Settings().engine_process == expected
+    monkeypatch.setenv("MCDROP_ENGINE_PROCESS", "sometimes")
+    with pytest.raises(ValidationError):
+        Settings()

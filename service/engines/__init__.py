@@ -6,11 +6,12 @@ built once from the settings (`start_runtime` applies its process-wide part)."""
 
 from service.engines.base import Engine, SampleJob
 from service.engines.factory import build_engine, start_runtime
-from service.engines.runtime import EngineName, EngineRuntime, Precision
+from service.engines.runtime import EngineName, EngineProcess, EngineRuntime, Precision
 
 __all__ = [
     "Engine",
     "EngineName",
+    "EngineProcess",
     "EngineRuntime",
     "Precision",
     "SampleJob",

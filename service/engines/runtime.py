@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, get_args
 
 EngineName = Literal["torch", "onnx"]
+EngineProcess = bool | Literal["auto"]
 Precision = Literal["float32", "tf32", "bf16"]
 _R = TypeVar("_R")
 TORCH_THREAD_PREFIX = "mcdrop-torch"
@@ -72,7 +73,7 @@ class RuntimeSettings(Protocol):
     @property
     def max_activation_mb(self) -> float: ...
     @property
-    def engine_process(self) -> bool: ...
+    def engine_process(self) -> EngineProcess: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ class EngineRuntime:
     workers: int = 1  # MC passes the torch engine runs at once on the CPU
     precision: Precision = "float32"  # matrix products on CUDA: float32, tf32 or bf16
     max_activation_mb: float = 256.0  # memory budget of one batched pass
-    process: bool = False  # passes in child processes (process_engine.py), one per worker
+    # Passes in child processes (process_engine.py), one per worker; "auto": for the models
+    # whose lone pass is slow enough to gain from it (AUTO_PROCESS_PASS_S there).
+    process: EngineProcess = False
     calls: CallThreads = field(default_factory=library_threads, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +96,8 @@ class EngineRuntime:
             raise ValueError(f"engine: expected 'torch' or 'onnx', got '{self.engine}'")
         if self.precision not in get_args(Precision):
             raise ValueError(f"precision: expected float32, tf32 or bf16, got '{self.precision}'")
+        if self.process not in (True, False, "auto"):
+            raise ValueError(f"process: expected true, false or 'auto', got '{self.process}'")
         if self.threads < 0 or self.workers < 1 or not self.max_activation_mb > 0:
             raise ValueError("threads >= 0, workers >= 1 and max_activation_mb > 0 are required")
         if self.calls.workers != self.workers:  # replace() changed the workers

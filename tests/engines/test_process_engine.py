@@ -21,7 +21,7 @@ import pytest
 from numpy.typing import NDArray
 
 from service.artifacts.manifest import read_manifest
-from service.engines import EngineRuntime, SampleJob, build_engine
+from service.engines import EngineRuntime, SampleJob, build_engine, factory
 from service.engines.process_engine import ProcessEngine
 from service.engines.process_wire import WireError, receive, send
 from service.errors import ArtifactError, EngineUnavailable
@@ -209,3 +209,32 @@ def test_the_jobs_of_a_pass_whose_child_died_are_served_after_its_restart(
         assert isinstance(res, np.ndarray), res
         np.testing.assert_array_equal(res, local.engine.sample_many([job])[0])
     assert model.engine.pool.pids != [pid]  # type: ignore[attr-defined]
+
+
+def test_auto_keeps_a_light_model_in_the_server_process(tiny_regression_dir: Path) -> None:
+    # A lone pass of this 16-unit network takes about 0.1 ms of CPU, a tenth of the threshold.
+    runtime = EngineRuntime(device="cpu", process="auto")
+    manifest = read_manifest(tiny_regression_dir)
+    assert (
+        runtime.calls.run(
+            factory.lone_pass_seconds,
+            build_engine(tiny_regression_dir, manifest, IN_PROCESS),
+            manifest,
+        )
+        < factory.AUTO_PROCESS_PASS_S
+    )
+    assert not isinstance(build_engine(tiny_regression_dir, manifest, runtime), ProcessEngine)
+
+
+@pytest.mark.parametrize(("threshold_s", "in_child"), [(0.0, True), (float("inf"), False)])
+def test_auto_moves_a_model_by_the_time_of_its_lone_pass(
+    threshold_s: float, in_child: bool, tiny_regression_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(factory, "AUTO_PROCESS_PASS_S", threshold_s)
+    runtime = EngineRuntime(device="cpu", process="auto")
+    local = build_engine(tiny_regression_dir, read_manifest(tiny_regression_dir), IN_PROCESS)
+    engine = build_engine(tiny_regression_dir, read_manifest(tiny_regression_dir), runtime)
+    assert isinstance(engine, ProcessEngine) == in_child
+    jobs = _jobs(tiny_regression_dir)
+    for here, there in zip(local.sample_many(jobs), engine.sample_many(jobs), strict=True):
+        np.testing.assert_array_equal(here, there)
