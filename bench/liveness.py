@@ -7,9 +7,10 @@ Servers of the app as `mcdrop serve` runs it (guarded protocol, batcher on, one 
 shipped `diabetes` model) on loopback, started alternately per repeat. Each is saturated by a
 closed loop of `--concurrency` clients sending 64-row requests at T = 10,000 (`"refer": false`),
 while a probe opens a fresh connection for GET /health/live every 50 ms. Variants:
-- default: the passes in an engine process (docs/engine-process.md);
-- in-process: the passes on a thread of the server process (`MCDROP_ENGINE_PROCESS=false`);
-- switch-1ms: in process, with the GIL switch interval set to 1 ms (default 5 ms).
+- default: the default settings (with `MCDROP_ENGINE_PROCESS=auto` this light model's passes
+  run on a thread of the server process);
+- engine-process: its passes in an engine process (`MCDROP_ENGINE_PROCESS=true`);
+- switch-1ms: the default, with the GIL switch interval set to 1 ms (default 5 ms).
 With --trace the server runs asyncio in debug mode and logs each loop callback that held the loop
 for more than 5 ms to bench/results/liveness-trace-<variant>.log, which names what holds it.
 Before the saturating load, each server also serves the light model alone (N=1, T=100, c=32):
@@ -39,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
     "default": {},
-    "in-process": {"MCDROP_ENGINE_PROCESS": "false"},
-    "switch-1ms": {"MCDROP_ENGINE_PROCESS": "false", "BENCH_GIL_SWITCH_INTERVAL_MS": "1"},
+    "engine-process": {"MCDROP_ENGINE_PROCESS": "true"},
+    "switch-1ms": {"BENCH_GIL_SWITCH_INTERVAL_MS": "1"},
 }
 
 
