@@ -26,7 +26,7 @@ def start_runtime(runtime: EngineRuntime) -> None:
         apply_thread_settings(runtime)
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mcdrop.engines")
 
 # With MCDROP_ENGINE_PROCESS=auto, a model whose lone one-row pass (at its default T) takes at
 # least this much CPU runs in the engine process. The round trip costs a lone request about

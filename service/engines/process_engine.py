@@ -38,7 +38,7 @@ from service.engines.base import SampleJob
 from service.engines.process_wire import WireError, receive, send
 from service.engines.runtime import EngineRuntime, threads_per_worker
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mcdrop.engines")
 
 # Errors a child reports are raised again here as the same class where the server knows it.
 _RAISED_AGAIN: dict[str, type[Exception]] = {
