@@ -63,14 +63,15 @@ def build_engine(folder: Path, manifest: Manifest, runtime: EngineRuntime) -> En
 
 
 def lone_pass_seconds(engine: Engine, manifest: Manifest) -> float:
-    """CPU time of the calling thread in the fastest of up to eight one-row passes at the
-    model's default T (fewer once they took half a second). CPU time, not wall time, and the
-    fastest pass, so that a busy host (another process on the cores, a reload under load) or
-    the first passes' lazy set-up do not move a light model into the engine process."""
+    """CPU time of the calling thread in the fastest one-row pass at the model's default T, of
+    as many as run in 50 ms of CPU (at least three; at most 0.5 s). CPU time, not wall time, and
+    the fastest pass, so that a busy host (another process on the cores, a reload under load) or
+    a new process's slow first passes (torch's lazy set-up, cold caches) do not move a light
+    model into the engine process."""
     x = np.zeros((1, *manifest.input_shape), np.float32)
     job = SampleJob(x, manifest.default_samples, 0)
     times: list[float] = []
-    while len(times) < 8 and sum(times) < 0.5:
+    while (len(times) < 3 or sum(times) < 0.05) and sum(times) < 0.5:
         start = time.thread_time()
         engine.sample_many([job])
         times.append(time.thread_time() - start)
