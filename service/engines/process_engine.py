@@ -201,7 +201,8 @@ class ProcessPool:
                 child.request({"op": "load", "id": key, "folder": folder}, [])
             except errors.MCDropError as e:  # its passes now fail with EngineUnavailable
                 log.error("engine process restart: model %s (%s) did not load: %s", key, folder, e)
-        log.warning("engine process restarted with %d models", len(models))
+        names = ", ".join(Path(folder).name for folder in models.values())
+        log.warning("engine process restarted; models loaded again: %s", names or "none")
         return child
 
 
