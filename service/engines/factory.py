@@ -16,6 +16,14 @@ from service.artifacts.manifest import GraphArchitecture, Manifest
 from service.engines.base import Engine, SampleJob
 from service.engines.runtime import EngineRuntime
 
+log = logging.getLogger("mcdrop.engines")
+
+# With MCDROP_ENGINE_PROCESS=auto, a model whose lone one-row pass (at its default T) takes at
+# least this much CPU runs in the engine process. The round trip costs a lone request about
+# 0.2-0.3 ms, and under load the GIL costs a pass about a tenth of its time, so the process pays
+# for passes of a few milliseconds; lighter models stay in the server process.
+AUTO_PROCESS_PASS_S = 0.001
+
 
 def start_runtime(runtime: EngineRuntime) -> None:
     """Apply the runtime's process-wide settings (torch's thread pools), once at start-up,
@@ -24,15 +32,6 @@ def start_runtime(runtime: EngineRuntime) -> None:
         from service.engines.torch_runtime import apply_thread_settings
 
         apply_thread_settings(runtime)
-
-
-log = logging.getLogger("mcdrop.engines")
-
-# With MCDROP_ENGINE_PROCESS=auto, a model whose lone one-row pass (at its default T) takes at
-# least this much CPU runs in the engine process. The round trip costs a lone request about
-# 0.2-0.3 ms, and under load the GIL costs a pass about a tenth of its time, so the process pays
-# for passes of a few milliseconds; lighter models stay in the server process.
-AUTO_PROCESS_PASS_S = 0.001
 
 
 def build_engine(folder: Path, manifest: Manifest, runtime: EngineRuntime) -> Engine:

@@ -94,12 +94,7 @@ class _Child:
         return header, arrays
 
     def _stopped(self) -> errors.EngineUnavailable:
-        self.close()
-        try:
-            code = self.proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+        code = self.stop(timeout_s=1)
         return errors.EngineUnavailable(
             f"the engine process stopped (exit code {code}) during this call; it starts again "
             "with the next request"
@@ -113,6 +108,16 @@ class _Child:
         """Close our end: the child reads end-of-file and exits."""
         self.alive = False
         self.sock.close()
+
+    def stop(self, timeout_s: float) -> int:
+        """Close our end and wait for the child to exit, killing it after timeout_s; its exit
+        code."""
+        self.close()
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
 
 
 class ProcessPool:
@@ -181,13 +186,9 @@ class ProcessPool:
     def close(self) -> None:
         """Stop every child (at exit; each would also stop on its own once we are gone)."""
         for child in self._children:
-            child.close()
+            child.close()  # all told first, so they exit side by side
         for child in self._children:
-            try:
-                child.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+            child.stop(timeout_s=5)
 
     def _restart(self, dead: _Child) -> _Child:
         dead.close()

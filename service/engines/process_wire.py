@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 _LENGTH = struct.Struct("<Q")
-_DTYPES = {"<f4": np.float32, "<f8": np.float64, "<i8": np.int64}
+_DTYPES: dict[str, type[np.generic]] = {"<f4": np.float32, "<f8": np.float64, "<i8": np.int64}
 _MAX_HEADER = 1 << 24
 
 
@@ -60,7 +60,7 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any], list[NDArray[Any]]]:
 
 
 def _wire_dtype(dtype: np.dtype[Any]) -> type[np.generic]:
-    for kind in (np.float32, np.float64, np.int64):
+    for kind in _DTYPES.values():
         if dtype == kind:
             return kind
     raise TypeError(f"arrays of {dtype} do not travel to the engine process")

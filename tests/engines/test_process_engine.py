@@ -211,21 +211,6 @@ def test_the_jobs_of_a_pass_whose_child_died_are_served_after_its_restart(
     assert model.engine.pool.pids != [pid]  # type: ignore[attr-defined]
 
 
-def test_auto_keeps_a_light_model_in_the_server_process(tiny_regression_dir: Path) -> None:
-    # A lone pass of this 16-unit network takes about 0.1 ms of CPU, a tenth of the threshold.
-    runtime = EngineRuntime(device="cpu", process="auto")
-    manifest = read_manifest(tiny_regression_dir)
-    assert (
-        runtime.calls.run(
-            factory.lone_pass_seconds,
-            build_engine(tiny_regression_dir, manifest, IN_PROCESS),
-            manifest,
-        )
-        < factory.AUTO_PROCESS_PASS_S
-    )
-    assert not isinstance(build_engine(tiny_regression_dir, manifest, runtime), ProcessEngine)
-
-
 @pytest.mark.parametrize(("threshold_s", "in_child"), [(0.0, True), (float("inf"), False)])
 def test_auto_moves_a_model_by_the_time_of_its_lone_pass(
     threshold_s: float, in_child: bool, tiny_regression_dir: Path, monkeypatch: pytest.MonkeyPatch
